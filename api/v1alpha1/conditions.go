@@ -1,0 +1,40 @@
+package v1alpha1
+
+// Condition types of an ExecutionEnvironment.
+const (
+	// ReadyCondition is True when the template is valid, Nomad is reachable and the
+	// pool holds prewarmingPoolSize idle runners. `kubectl wait --for=condition=Ready` reads it.
+	ReadyCondition = "Ready"
+	// TemplateValidCondition is False when Nomad rejects the rendered runner job;
+	// the message is Nomad's own. Nothing is created while it is False.
+	TemplateValidCondition = "TemplateValid"
+	// PoolFilledCondition is True when idle runners equal prewarmingPoolSize.
+	PoolFilledCondition = "PoolFilled"
+	// NomadReachableCondition is False while the Nomad API cannot be reached.
+	NomadReachableCondition = "NomadReachable"
+)
+
+// Condition reasons, CamelCase, shared by both kinds where they mean the same.
+const (
+	ReasonAsExpected        = "AsExpected"
+	ReasonTemplateInvalid   = "TemplateInvalid"
+	ReasonScalingUp         = "ScalingUp"
+	ReasonScalingDown       = "ScalingDown"
+	ReasonRollingOut        = "RollingOut"
+	ReasonWaitingForNomad   = "WaitingForNomadCapacity"
+	ReasonNomadUnreachable  = "NomadUnreachable"
+	ReasonInternalError     = "InternalError"
+	ReasonDeleting          = "Deleting"
+	ReasonOOMKilled         = "OOMKilled"
+	ReasonAllocationFailed  = "AllocationFailed"
+	ReasonAllocationRestart = "AllocationRestarted"
+	ReasonNomadJobLost      = "NomadJobLost"
+	ReasonInactivityTimeout = "InactivityTimeout"
+	ReasonUnschedulable     = "Unschedulable"
+)
+
+// SkipNomadCleanupAnnotation, set to "true" on a Runner or an ExecutionEnvironment
+// being deleted, lets its finalizer finish without deregistering Nomad jobs. It is
+// the administrator's escape when the Nomad cluster is gone for good; jobs left
+// behind in a Nomad that comes back are purged as orphans.
+const SkipNomadCleanupAnnotation = "execution.nomadrunner.io/skip-nomad-cleanup"

@@ -1,0 +1,63 @@
+package nomadbridge
+
+import (
+	"context"
+	"errors"
+
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+var (
+	// ErrJobExists: a registration with check-index 0 found a job of that ID. The
+	// job was registered earlier (by a retry, or before a crash); nothing changed.
+	ErrJobExists = errors.New("nomad job already exists")
+	// ErrJobNotFound: Nomad has no job of that ID.
+	ErrJobNotFound = errors.New("nomad job not found")
+	// ErrInvalidJob: Nomad rejected a job or template; the wrapped message is Nomad's.
+	ErrInvalidJob = errors.New("invalid nomad job")
+)
+
+// JobRef names one of this operator's jobs in Nomad, with the meta that maps it
+// back to its Runner.
+type JobRef struct {
+	Namespace string
+	ID        string
+	Status    string
+	Meta      RunnerMeta
+}
+
+// Client is what the operator needs of Nomad, and nothing more.
+type Client interface {
+	// RegisterRunnerJob registers a new job with check-index 0, so it succeeds
+	// only if no job of that ID exists; otherwise it returns ErrJobExists and
+	// Nomad is left as it was. Never double-registers, whatever the cache says.
+	RegisterRunnerJob(ctx context.Context, job *nomad.Job) error
+
+	// PurgeJob deregisters a job and purges it from Nomad's state at once.
+	// A job that does not exist is not an error.
+	PurgeJob(ctx context.Context, namespace, jobID string) error
+
+	// JobAllocations returns the allocations of a job, newest first. A job that
+	// does not exist returns ErrJobNotFound.
+	JobAllocations(ctx context.Context, namespace, jobID string) ([]*nomad.AllocationListStub, error)
+
+	// ListRunnerJobs lists, across all namespaces, the jobs whose meta names this
+	// operator instance. Jobs of other instances and foreign jobs are never listed.
+	ListRunnerJobs(ctx context.Context) ([]JobRef, error)
+
+	// ParseHCL turns HCL into a job with Nomad's own parser (/v1/jobs/parse).
+	// A syntax error returns ErrInvalidJob wrapping Nomad's message.
+	ParseHCL(ctx context.Context, hcl string) (*nomad.Job, error)
+
+	// ValidateJob asks Nomad to validate a job (/v1/validate/job). A job Nomad
+	// rejects returns ErrInvalidJob wrapping Nomad's messages.
+	ValidateJob(ctx context.Context, job *nomad.Job) error
+
+	// Events streams Job and Allocation events of every namespace from index on,
+	// until ctx ends or the connection breaks; the channel is closed then, and a
+	// final Events may carry the error. Heartbeats are passed through.
+	Events(ctx context.Context, index uint64) (<-chan *nomad.Events, error)
+
+	// Instance is the operator instance whose jobs this client touches.
+	Instance() string
+}

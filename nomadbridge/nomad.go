@@ -1,0 +1,198 @@
+package nomadbridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// NomadClient is the Client over a real Nomad API.
+type NomadClient struct {
+	api      *nomad.Client
+	instance string
+}
+
+var _ Client = (*NomadClient)(nil)
+
+// NewClient wraps a Nomad API client. instance names this operator installation in
+// every job's meta; two operators on one Nomad must use different instances.
+func NewClient(api *nomad.Client, instance string) (*NomadClient, error) {
+	if instance == "" {
+		return nil, errors.New("operator instance name must not be empty")
+	}
+	return &NomadClient{api: api, instance: instance}, nil
+}
+
+// Instance implements Client.
+func (c *NomadClient) Instance() string { return c.instance }
+
+// API returns the underlying Nomad API client (for exec and tests).
+func (c *NomadClient) API() *nomad.Client { return c.api }
+
+// RegisterRunnerJob implements Client.
+func (c *NomadClient) RegisterRunnerJob(ctx context.Context, job *nomad.Job) error {
+	id := deref(job.ID)
+	meta, ok := ParseRunnerMeta(job.Meta)
+	if !ok || meta.Instance != c.instance {
+		// A job without our meta would be invisible to ListRunnerJobs and leak.
+		return fmt.Errorf("register runner job %s: job meta does not name operator instance %q", id, c.instance)
+	}
+	opts := &nomad.RegisterOptions{EnforceIndex: true, ModifyIndex: 0}
+	q := (&nomad.WriteOptions{Namespace: deref(job.Namespace), Region: deref(job.Region)}).WithContext(ctx)
+	if _, _, err := c.api.Jobs().RegisterOpts(job, opts, q); err != nil {
+		if isEnforceIndexConflict(err) {
+			return fmt.Errorf("register runner job %s: %w", id, ErrJobExists)
+		}
+		if isBadRequest(err) {
+			return fmt.Errorf("register runner job %s: %w: %s", id, ErrInvalidJob, nomadMessage(err))
+		}
+		return fmt.Errorf("register runner job %s: %w", id, err)
+	}
+	return nil
+}
+
+// PurgeJob implements Client.
+func (c *NomadClient) PurgeJob(ctx context.Context, namespace, jobID string) error {
+	q := (&nomad.WriteOptions{Namespace: namespace}).WithContext(ctx)
+	_, _, err := c.api.Jobs().DeregisterOpts(jobID, &nomad.DeregisterOptions{Purge: true}, q)
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("purge runner job %s: %w", jobID, err)
+	}
+	return nil
+}
+
+// JobAllocations implements Client.
+func (c *NomadClient) JobAllocations(ctx context.Context, namespace, jobID string) ([]*nomad.AllocationListStub, error) {
+	q := (&nomad.QueryOptions{Namespace: namespace}).WithContext(ctx)
+	// The allocations endpoint answers an empty list for an unknown job, so a
+	// missing job is told apart with the job's summary, which 404s.
+	allocs, _, err := c.api.Jobs().Allocations(jobID, true, q)
+	if err != nil {
+		return nil, fmt.Errorf("list allocations of runner job %s: %w", jobID, err)
+	}
+	if len(allocs) == 0 {
+		if _, _, err := c.api.Jobs().Summary(jobID, q); err != nil {
+			if isNotFound(err) {
+				return nil, fmt.Errorf("list allocations of runner job %s: %w", jobID, ErrJobNotFound)
+			}
+			return nil, fmt.Errorf("read runner job %s: %w", jobID, err)
+		}
+	}
+	sortNewestFirst(allocs)
+	return allocs, nil
+}
+
+// ListRunnerJobs implements Client.
+func (c *NomadClient) ListRunnerJobs(ctx context.Context) ([]JobRef, error) {
+	q := (&nomad.QueryOptions{
+		Namespace: "*",
+		// Filtering in Nomad keeps the answer small; the check below is what
+		// guarantees we never return a job that is not ours.
+		Filter: fmt.Sprintf("Meta[%q] == %q", MetaInstance, c.instance),
+	}).WithContext(ctx)
+	stubs, _, err := c.api.Jobs().ListOptions(&nomad.JobListOptions{Fields: &nomad.JobListFields{Meta: true}}, q)
+	if err != nil {
+		return nil, fmt.Errorf("list runner jobs of instance %s: %w", c.instance, err)
+	}
+	refs := make([]JobRef, 0, len(stubs))
+	for _, s := range stubs {
+		meta, ok := ParseRunnerMeta(s.Meta)
+		if !ok || meta.Instance != c.instance {
+			continue
+		}
+		refs = append(refs, JobRef{Namespace: s.Namespace, ID: s.ID, Status: s.Status, Meta: meta})
+	}
+	return refs, nil
+}
+
+// ParseHCL implements Client.
+func (c *NomadClient) ParseHCL(ctx context.Context, hcl string) (*nomad.Job, error) {
+	// The parse endpoint takes no context option; it is a short local call.
+	job, err := c.api.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{JobHCL: hcl, Canonicalize: false})
+	if err != nil {
+		if isBadRequest(err) {
+			return nil, fmt.Errorf("parse job template: %w: %s", ErrInvalidJob, nomadMessage(err))
+		}
+		return nil, fmt.Errorf("parse job template: %w", err)
+	}
+	_ = ctx
+	return job, nil
+}
+
+// ValidateJob implements Client.
+func (c *NomadClient) ValidateJob(ctx context.Context, job *nomad.Job) error {
+	q := (&nomad.WriteOptions{Namespace: deref(job.Namespace), Region: deref(job.Region)}).WithContext(ctx)
+	resp, _, err := c.api.Jobs().Validate(job, q)
+	if err != nil {
+		if isBadRequest(err) {
+			return fmt.Errorf("validate job %s: %w: %s", deref(job.ID), ErrInvalidJob, nomadMessage(err))
+		}
+		return fmt.Errorf("validate job %s: %w", deref(job.ID), err)
+	}
+	if resp.Error != "" || len(resp.ValidationErrors) > 0 {
+		msg := resp.Error
+		if msg == "" {
+			msg = strings.Join(resp.ValidationErrors, "; ")
+		}
+		return fmt.Errorf("validate job %s: %w: %s", deref(job.ID), ErrInvalidJob, strings.TrimSpace(msg))
+	}
+	return nil
+}
+
+// Events implements Client.
+func (c *NomadClient) Events(ctx context.Context, index uint64) (<-chan *nomad.Events, error) {
+	topics := map[nomad.Topic][]string{
+		nomad.TopicJob:        {"*"},
+		nomad.TopicAllocation: {"*"},
+	}
+	ch, err := c.api.EventStream().Stream(ctx, topics, index, &nomad.QueryOptions{Namespace: "*"})
+	if err != nil {
+		return nil, fmt.Errorf("open nomad event stream at index %d: %w", index, err)
+	}
+	return ch, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// statusCode is the HTTP status of a Nomad API error, or 0 for a transport error.
+func statusCode(err error) int {
+	var ue nomad.UnexpectedResponseError
+	if errors.As(err, &ue) {
+		return ue.StatusCode()
+	}
+	return 0
+}
+
+// nomadMessage is the body of Nomad's error answer: its own words, which are what
+// a user needs to see in a condition.
+func nomadMessage(err error) string {
+	var ue nomad.UnexpectedResponseError
+	if errors.As(err, &ue) && ue.HasBody() {
+		return strings.TrimSpace(ue.Body())
+	}
+	return err.Error()
+}
+
+func isNotFound(err error) bool   { return statusCode(err) == http.StatusNotFound }
+func isBadRequest(err error) bool { return statusCode(err) == http.StatusBadRequest }
+
+// isEnforceIndexConflict tells the answer Nomad gives a registration whose
+// check-index does not match: an error whose body starts with the api package's
+// RegisterEnforceIndexErrPrefix.
+func isEnforceIndexConflict(err error) bool {
+	return strings.Contains(nomadMessage(err), nomad.RegisterEnforceIndexErrPrefix)
+}
+
+func sortNewestFirst(allocs []*nomad.AllocationListStub) {
+	sort.SliceStable(allocs, func(i, j int) bool { return allocs[i].CreateIndex > allocs[j].CreateIndex })
+}

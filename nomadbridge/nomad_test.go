@@ -1,0 +1,198 @@
+package nomadbridge_test
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/utils/ptr"
+
+	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+)
+
+// rawExecJob is a minimal runner job for the dev agent: one task sleeping under
+// raw_exec, no restarts, no rescheduling.
+func rawExecJob(id string, meta map[string]string) *nomad.Job {
+	task := nomad.NewTask("runner", "raw_exec").
+		SetConfig("command", "/bin/sleep").
+		SetConfig("args", []string{"3600"})
+	task.Resources = &nomad.Resources{CPU: ptr.To(50), MemoryMB: ptr.To(32)}
+	group := nomad.NewTaskGroup("runner", 1).AddTask(task)
+	group.RestartPolicy = &nomad.RestartPolicy{Attempts: ptr.To(0), Mode: ptr.To("fail")}
+	group.ReschedulePolicy = &nomad.ReschedulePolicy{Attempts: ptr.To(0), Unlimited: ptr.To(false)}
+	job := nomad.NewServiceJob(id, id, "global", 50)
+	job.Datacenters = []string{"*"}
+	job.AddTaskGroup(group)
+	job.Meta = meta
+	return job
+}
+
+func ourMeta(runner string) map[string]string {
+	return nomadbridge.RunnerMeta{Instance: "suite", Namespace: "default", Environment: "python", Runner: runner}.Map()
+}
+
+func purgeAfter(jobID string) {
+	DeferCleanup(func(ctx context.Context) {
+		Expect(bridge.PurgeJob(ctx, "default", jobID)).To(Succeed())
+	})
+}
+
+var _ = Describe("NomadClient against a real agent", func() {
+	It("registers a runner job once, runs it, streams its events, refuses a second registration and purges it", func(ctx SpecContext) {
+		streamCtx, stopStream := context.WithCancel(ctx)
+		defer stopStream()
+		events, err := bridge.Events(streamCtx, 0)
+		Expect(err).NotTo(HaveOccurred())
+
+		jobID := nomadbridge.NewRunnerJobID("python")
+		purgeAfter(jobID)
+		Expect(bridge.RegisterRunnerJob(ctx, rawExecJob(jobID, ourMeta("python-abcde")))).To(Succeed())
+
+		By("seeing its allocation running")
+		var allocID string
+		Eventually(func(g Gomega) {
+			allocs, err := bridge.JobAllocations(ctx, "default", jobID)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(allocs).To(HaveLen(1))
+			g.Expect(allocs[0].ClientStatus).To(Equal(nomad.AllocClientStatusRunning))
+			allocID = allocs[0].ID
+		}).WithTimeout(60 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+
+		By("seeing the job's registration and its running allocation on the event stream")
+		sawJob, sawRunning := false, false
+		Eventually(func() bool {
+			for {
+				select {
+				case batch, ok := <-events:
+					if !ok {
+						Fail("event stream closed")
+					}
+					Expect(batch.Err).NotTo(HaveOccurred())
+					for _, e := range batch.Events {
+						switch e.Topic {
+						case nomad.TopicJob:
+							if e.Key == jobID {
+								sawJob = true
+							}
+						case nomad.TopicAllocation:
+							if e.Key != allocID {
+								continue
+							}
+							alloc, err := e.Allocation()
+							Expect(err).NotTo(HaveOccurred())
+							Expect(alloc.JobID).To(Equal(jobID))
+							if alloc.ClientStatus == nomad.AllocClientStatusRunning {
+								sawRunning = true
+							}
+						}
+					}
+				default:
+					return sawJob && sawRunning
+				}
+			}
+		}).WithTimeout(30 * time.Second).Should(BeTrue())
+
+		By("registering the same ID again with check-index 0")
+		again := rawExecJob(jobID, ourMeta("python-abcde"))
+		again.TaskGroups[0].Tasks[0].Config["args"] = []string{"7200"}
+		err = bridge.RegisterRunnerJob(ctx, again)
+		Expect(errors.Is(err, nomadbridge.ErrJobExists)).To(BeTrue(), "got %v", err)
+
+		job, _, err := nomadAPI.Jobs().Info(jobID, nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(*job.Version).To(BeZero(), "the refused registration must not have made a new job version")
+		Expect(job.TaskGroups[0].Tasks[0].Config["args"]).To(ConsistOf("3600"))
+		allocs, err := bridge.JobAllocations(ctx, "default", jobID)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(allocs).To(HaveLen(1))
+		Expect(allocs[0].ID).To(Equal(allocID))
+
+		By("purging it")
+		Expect(bridge.PurgeJob(ctx, "default", jobID)).To(Succeed())
+		_, err = bridge.JobAllocations(ctx, "default", jobID)
+		Expect(errors.Is(err, nomadbridge.ErrJobNotFound)).To(BeTrue(), "got %v", err)
+		_, _, err = nomadAPI.Jobs().Info(jobID, nil)
+		Expect(err).To(MatchError(ContainSubstring("404")))
+		Expect(bridge.PurgeJob(ctx, "default", jobID)).To(Succeed(), "purging a purged job is not an error")
+	}, SpecTimeout(120*time.Second))
+
+	It("lists only the jobs whose meta names this operator instance", func(ctx SpecContext) {
+		ours := nomadbridge.NewRunnerJobID("python")
+		otherInstance := nomadbridge.NewRunnerJobID("python")
+		foreign := "someone-elses-batch-job"
+		incomplete := nomadbridge.NewRunnerJobID("python")
+
+		Expect(bridge.RegisterRunnerJob(ctx, rawExecJob(ours, ourMeta("python-aaaaa")))).To(Succeed())
+		purgeAfter(ours)
+
+		other, err := nomadbridge.NewClient(nomadAPI, "another-operator")
+		Expect(err).NotTo(HaveOccurred())
+		otherMeta := nomadbridge.RunnerMeta{Instance: "another-operator", Namespace: "default", Environment: "python", Runner: "python-bbbbb"}.Map()
+		Expect(other.RegisterRunnerJob(ctx, rawExecJob(otherInstance, otherMeta))).To(Succeed())
+		purgeAfter(otherInstance)
+
+		_, _, err = nomadAPI.Jobs().Register(rawExecJob(foreign, map[string]string{"team": "data"}), nil)
+		Expect(err).NotTo(HaveOccurred())
+		purgeAfter(foreign)
+
+		// Our instance key alone, without the rest of the meta, is not enough.
+		_, _, err = nomadAPI.Jobs().Register(rawExecJob(incomplete, map[string]string{nomadbridge.MetaInstance: "suite"}), nil)
+		Expect(err).NotTo(HaveOccurred())
+		purgeAfter(incomplete)
+
+		refs, err := bridge.ListRunnerJobs(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(refs).To(ConsistOf(nomadbridge.JobRef{
+			Namespace: "default", ID: ours, Status: refs[0].Status,
+			Meta: nomadbridge.RunnerMeta{Instance: "suite", Namespace: "default", Environment: "python", Runner: "python-aaaaa"},
+		}))
+
+		refs, err = other.ListRunnerJobs(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(refs).To(HaveLen(1))
+		Expect(refs[0].ID).To(Equal(otherInstance))
+	}, SpecTimeout(60*time.Second))
+
+	It("refuses to register a job that does not carry its meta", func(ctx SpecContext) {
+		jobID := nomadbridge.NewRunnerJobID("python")
+		err := bridge.RegisterRunnerJob(ctx, rawExecJob(jobID, map[string]string{"team": "data"}))
+		Expect(err).To(MatchError(ContainSubstring("does not name operator instance")))
+		_, _, err = nomadAPI.Jobs().Info(jobID, nil)
+		Expect(err).To(MatchError(ContainSubstring("404")), "nothing may be registered")
+	})
+
+	It("parses HCL with Nomad's parser and reports Nomad's own message for bad input", func(ctx SpecContext) {
+		job, err := bridge.ParseHCL(ctx, `
+job "template" {
+  group "runner" {
+    task "runner" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sleep"
+        args    = ["3600"]
+      }
+    }
+  }
+}`)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(*job.ID).To(Equal("template"))
+		Expect(job.TaskGroups).To(HaveLen(1))
+		Expect(job.TaskGroups[0].Tasks[0].Driver).To(Equal("raw_exec"))
+
+		_, err = bridge.ParseHCL(ctx, `job "broken" { group "g" { task "t" { driver = } } }`)
+		Expect(errors.Is(err, nomadbridge.ErrInvalidJob)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("parse job template"))
+
+		By("validating a job Nomad rejects")
+		bad := rawExecJob(nomadbridge.NewRunnerJobID("python"), ourMeta("python-ccccc"))
+		bad.TaskGroups[0].Tasks[0].Resources.MemoryMB = ptr.To(1)
+		err = bridge.ValidateJob(ctx, bad)
+		Expect(errors.Is(err, nomadbridge.ErrInvalidJob)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("MemoryMB"))
+
+		Expect(bridge.ValidateJob(ctx, rawExecJob(nomadbridge.NewRunnerJobID("python"), ourMeta("python-ddddd")))).To(Succeed())
+	})
+})

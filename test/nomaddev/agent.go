@@ -1,0 +1,326 @@
+// Package nomaddev starts and stops a real Nomad agent in dev mode (server and
+// client in one process, raw_exec enabled) on free loopback ports, for tests and
+// the local quickstart. Nothing here is a fake: it runs the binary hack/build-nomad.sh
+// builds.
+package nomaddev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// Options tune the dev agent. The zero value is a sensible test agent.
+type Options struct {
+	// Binary is the nomad executable; default $NOMAD_BIN, else bin/nomad of the repo.
+	Binary string
+	// CPUTotalCompute is the node's CPU in MHz; default 20000 (≈400 runners of 50 MHz).
+	CPUTotalCompute int
+	// MemoryTotalMB is the node's memory in MB; default 16384.
+	MemoryTotalMB int
+	// StartTimeout bounds the wait for a ready node; default 60s.
+	StartTimeout time.Duration
+}
+
+// Agent is a running Nomad dev agent.
+type Agent struct {
+	// Addr is the agent's HTTP address, e.g. http://127.0.0.1:4646.
+	Addr string
+	// LogPath is the file the agent writes its output to (inside a temp dir that
+	// Stop removes).
+	LogPath string
+
+	cmd  *exec.Cmd
+	dir  string
+	done chan error
+}
+
+// Start runs a dev agent and waits until its node is ready with raw_exec healthy.
+// The caller must call Stop, also when the test fails (DeferCleanup).
+func Start(ctx context.Context, opts Options) (*Agent, error) {
+	bin, err := binary(opts.Binary)
+	if err != nil {
+		return nil, err
+	}
+	if opts.CPUTotalCompute == 0 {
+		opts.CPUTotalCompute = 20000
+	}
+	if opts.MemoryTotalMB == 0 {
+		opts.MemoryTotalMB = 16384
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 60 * time.Second
+	}
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "nro-test-nomad-")
+	if err != nil {
+		return nil, fmt.Errorf("create nomad agent dir: %w", err)
+	}
+	a := &Agent{Addr: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), dir: dir, done: make(chan error, 1)}
+	fail := func(err error) (*Agent, error) {
+		a.Stop()
+		return nil, err
+	}
+
+	config := filepath.Join(dir, "dev.hcl")
+	if err := os.WriteFile(config, []byte(agentConfig(ports, opts)), 0o600); err != nil {
+		return fail(fmt.Errorf("write nomad agent config: %w", err))
+	}
+	a.LogPath = filepath.Join(dir, "agent.log")
+	logFile, err := os.Create(a.LogPath)
+	if err != nil {
+		return fail(fmt.Errorf("create nomad agent log: %w", err))
+	}
+	defer logFile.Close()
+
+	a.cmd = exec.Command(bin, "agent", "-dev", "-bind", "127.0.0.1",
+		"-data-dir", filepath.Join(dir, "data"), "-config", config)
+	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
+	a.cmd.Env = agentEnv()
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{
+		// Its own process group, so Stop can kill the agent and every task it
+		// spawned; and a signal if the test binary dies first, so no agent outlives it.
+		Setpgid:   true,
+		Pdeathsig: syscall.SIGTERM,
+	}
+	if err := a.cmd.Start(); err != nil {
+		return fail(fmt.Errorf("start nomad agent %s: %w", bin, err))
+	}
+	go func() { a.done <- a.cmd.Wait() }()
+
+	waitCtx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
+	defer cancel()
+	if err := a.waitReady(waitCtx); err != nil {
+		return fail(fmt.Errorf("nomad agent at %s not ready (log %s): %w\n%s", a.Addr, a.LogPath, err, a.tail()))
+	}
+	return a, nil
+}
+
+// Client returns a Nomad API client for the agent.
+func (a *Agent) Client() (*nomad.Client, error) {
+	cfg := nomad.DefaultConfig()
+	cfg.Address = a.Addr
+	cfg.Namespace, cfg.Region, cfg.SecretID = "", "", ""
+	return nomad.NewClient(cfg)
+}
+
+// Stop ends the agent and every process it started, and removes its directory.
+// It is safe to call more than once and on a partly started agent.
+func (a *Agent) Stop() {
+	if a == nil {
+		return
+	}
+	if a.cmd != nil && a.cmd.Process != nil {
+		// SIGTERM first: the agent then stops its tasks itself (1-2 s).
+		_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-a.done:
+		case <-time.After(15 * time.Second):
+			_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
+			<-a.done
+		}
+		// Tasks that left the group (raw_exec executors set their own session)
+		// are found by their allocation directory, which lies under ours.
+		killUnder(a.dir)
+		a.cmd = nil
+	}
+	if a.dir != "" {
+		_ = os.RemoveAll(a.dir)
+		a.dir = ""
+	}
+}
+
+func (a *Agent) waitReady(ctx context.Context) error {
+	client, err := a.Client()
+	if err != nil {
+		return err
+	}
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		select {
+		case err := <-a.done:
+			a.done <- err
+			return fmt.Errorf("agent exited: %v", err)
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-tick.C:
+		}
+		if last = nodeReady(client); last == nil {
+			return nil
+		}
+	}
+}
+
+func nodeReady(client *nomad.Client) error {
+	resp, err := http.Get(client.Address() + "/v1/agent/health")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("agent health: %s", resp.Status)
+	}
+	nodes, _, err := client.Nodes().List(nil)
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if n.Status != nomad.NodeStatusReady {
+			continue
+		}
+		if d, ok := n.Drivers["raw_exec"]; ok && d.Detected && d.Healthy {
+			return nil
+		}
+	}
+	return errors.New("no ready node with a healthy raw_exec driver yet")
+}
+
+func agentConfig(ports []int, opts Options) string {
+	return fmt.Sprintf(`
+ports {
+  http = %d
+  rpc  = %d
+  serf = %d
+}
+server {
+  # Tests burst hundreds of events; the default buffer drops slow readers.
+  event_buffer_size = 10000
+}
+client {
+  cpu_total_compute = %d
+  memory_total_mb   = %d
+  options {
+    # No cloud here: the AWS fingerprinter alone can fail the agent's start.
+    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
+  }
+}
+plugin "raw_exec" {
+  config {
+    enabled = true
+  }
+}
+consul {
+  auto_advertise   = false
+  server_auto_join = false
+  client_auto_join = false
+}
+vault {
+  enabled = false
+}
+`, ports[0], ports[1], ports[2], opts.CPUTotalCompute, opts.MemoryTotalMB)
+}
+
+// agentEnv is the test process's environment minus what breaks or misdirects a
+// dev agent: AWS_CA_BUNDLE makes Nomad 1.11 fail at start, and NOMAD_* settings
+// meant for a real cluster must not leak into the agent.
+func agentEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "AWS_") || strings.HasPrefix(kv, "NOMAD_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func binary(explicit string) (string, error) {
+	candidates := []string{explicit, os.Getenv("NOMAD_BIN")}
+	if root, err := repoRoot(); err == nil {
+		candidates = append(candidates, filepath.Join(root, "bin", "nomad"))
+	}
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		if _, err := os.Stat(c); err == nil {
+			return c, nil
+		}
+	}
+	return "", errors.New("no nomad binary: run `make nomad` (or set NOMAD_BIN)")
+}
+
+// repoRoot walks up from the working directory to the folder holding go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found")
+		}
+		dir = parent
+	}
+}
+
+// freePorts reserves n distinct free TCP ports on loopback. Another process may
+// take one before the agent binds it; that is rare and fails the start loudly.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("reserve a free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// killUnder kills every process whose working directory lies under dir: the
+// tasks of this agent's allocations.
+func killUnder(dir string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		cwd, err := os.Readlink(filepath.Join(p, "cwd"))
+		if err != nil || !strings.HasPrefix(cwd, dir+string(filepath.Separator)) {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(p), "%d", &pid); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+func (a *Agent) tail() string {
+	if a.LogPath == "" {
+		return ""
+	}
+	b, err := os.ReadFile(a.LogPath)
+	if err != nil {
+		return ""
+	}
+	const max = 4000
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return string(b)
+}
