@@ -18,6 +18,8 @@ import (
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
 )
 
 // Options tune the dev agent. The zero value is a sensible test agent.
@@ -241,7 +243,7 @@ func agentEnv() []string {
 
 func binary(explicit string) (string, error) {
 	candidates := []string{explicit, os.Getenv("NOMAD_BIN")}
-	if root, err := repoRoot(); err == nil {
+	if root, err := controlplane.RepoRoot(); err == nil {
 		candidates = append(candidates, filepath.Join(root, "bin", "nomad"))
 	}
 	for _, c := range candidates {
@@ -253,24 +255,6 @@ func binary(explicit string) (string, error) {
 		}
 	}
 	return "", errors.New("no nomad binary: run `make nomad` (or set NOMAD_BIN)")
-}
-
-// repoRoot walks up from the working directory to the folder holding go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found")
-		}
-		dir = parent
-	}
 }
 
 // freePorts reserves n distinct free TCP ports on loopback. Another process may
