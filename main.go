@@ -1,0 +1,100 @@
+// Command manager runs nomad-runner-operator: it keeps pools of prewarmed runner
+// jobs on Nomad for every ExecutionEnvironment, each mirrored by a Runner object.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	executionv1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+)
+
+var (
+	scheme   = runtime.NewScheme()
+	setupLog = ctrl.Log.WithName("setup")
+)
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(executionv1alpha1.AddToScheme(scheme))
+}
+
+func main() {
+	var (
+		metricsAddr          string
+		probeAddr            string
+		enableLeaderElection bool
+		nomadConfig          nomadbridge.Config
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the metrics endpoint binds to; \"0\" disables it")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the health and readiness probes bind to")
+	flag.BoolVar(&enableLeaderElection, "leader-elect", false,
+		"enable leader election, so that of several replicas only one reconciles at a time")
+	nomadConfig.BindFlags(flag.CommandLine)
+	opts := zap.Options{Development: true}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+
+	bridge, err := nomadbridge.NewClientFromConfig(nomadConfig)
+	if err != nil {
+		setupLog.Error(err, "Failed to configure the Nomad client")
+		os.Exit(1)
+	}
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         enableLeaderElection,
+		LeaderElectionID:       "5e1f2a7c.execution.nomadrunner.io",
+		// The manager ends only after the leader lease is given up, so a
+		// replacement takes over at once instead of waiting out the lease.
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		setupLog.Error(err, "Failed to create the manager")
+		os.Exit(1)
+	}
+
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		setupLog.Error(err, "Failed to set up the health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("nomad", nomadReachable(bridge)); err != nil {
+		setupLog.Error(err, "Failed to set up the readiness check")
+		os.Exit(1)
+	}
+
+	setupLog.Info("Starting the manager", "nomadAddress", bridge.API().Address(), "operatorInstance", bridge.Instance())
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		setupLog.Error(err, "Failed to run the manager")
+		os.Exit(1)
+	}
+}
+
+// nomadReachable is ready while Nomad's API answers with a leader.
+func nomadReachable(bridge *nomadbridge.NomadClient) healthz.Checker {
+	return func(*http.Request) error {
+		leader, err := bridge.API().Status().Leader()
+		if err != nil {
+			return fmt.Errorf("nomad at %s: %w", bridge.API().Address(), err)
+		}
+		if leader == "" {
+			return errors.New("nomad has no leader")
+		}
+		return nil
+	}
+}
