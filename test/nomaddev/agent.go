@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -140,6 +141,9 @@ func (a *Agent) Stop() {
 		a.cmd = nil
 	}
 	if a.dir != "" {
+		// The client mounts a tmpfs on each task's secrets and private dirs, and
+		// an agent that exits does not always unmount them.
+		unmountUnder(a.dir)
 		_ = os.RemoveAll(a.dir)
 		a.dir = ""
 	}
@@ -291,6 +295,25 @@ func killUnder(dir string) {
 		if _, err := fmt.Sscanf(filepath.Base(p), "%d", &pid); err == nil {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
+	}
+}
+
+// unmountUnder detaches every mount below dir, deepest first.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) > 4 && strings.HasPrefix(fields[4], dir+string(filepath.Separator)) {
+			points = append(points, fields[4])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	for _, p := range points {
+		_ = syscall.Unmount(p, syscall.MNT_DETACH)
 	}
 }
 
