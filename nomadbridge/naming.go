@@ -16,6 +16,10 @@ const (
 	MetaNamespace   = "nomadrunner_namespace"
 	MetaEnvironment = "nomadrunner_environment"
 	MetaRunner      = "nomadrunner_runner"
+	// MetaImage carries the environment's image on every runner job, also for
+	// drivers that have no image (raw_exec, exec): the image is then part of the
+	// template hash, so changing it rolls the pool whatever the driver.
+	MetaImage = "nomadrunner_image"
 )
 
 // RunnerMeta identifies the Runner a Nomad job belongs to and the operator

@@ -30,9 +30,11 @@ func rawExecJob(id string, meta map[string]string) *nomad.Job {
 	return job
 }
 
-func ourMeta(runner string) map[string]string {
-	return nomadbridge.RunnerMeta{Instance: "suite", Namespace: "default", Environment: "python", Runner: runner}.Map()
+func runnerMeta(runner string) nomadbridge.RunnerMeta {
+	return nomadbridge.RunnerMeta{Instance: "suite", Namespace: "default", Environment: "python", Runner: runner}
 }
+
+func ourMeta(runner string) map[string]string { return runnerMeta(runner).Map() }
 
 func purgeAfter(jobID string) {
 	DeferCleanup(func(ctx context.Context) {
@@ -194,5 +196,52 @@ job "template" {
 		Expect(err.Error()).To(ContainSubstring("MemoryMB"))
 
 		Expect(bridge.ValidateJob(ctx, rawExecJob(nomadbridge.NewRunnerJobID("python"), ourMeta("python-ddddd")))).To(Succeed())
+	})
+})
+
+var _ = Describe("Rendered runner jobs on a real agent", func() {
+	It("renders the sample's HCL template into a job Nomad accepts and runs", func(ctx SpecContext) {
+		template, err := bridge.ParseHCL(ctx, `
+job "template" {
+  group "runner" {
+    task "runner" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sleep"
+        args    = ["infinity"]
+      }
+    }
+  }
+}`)
+		Expect(err).NotTo(HaveOccurred())
+		envJob, err := nomadbridge.RenderEnvironmentJob(template, nomadbridge.EnvironmentSpec{Image: "python:3.13", CPU: 50, MemoryMB: 32})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(bridge.ValidateJob(ctx, envJob)).To(Succeed())
+
+		jobID := nomadbridge.NewRunnerJobID("python")
+		purgeAfter(jobID)
+		job := nomadbridge.ForRunner(envJob, jobID, runnerMeta("python-rendered"))
+		Expect(bridge.RegisterRunnerJob(ctx, job)).To(Succeed())
+		Eventually(func(g Gomega) {
+			allocs, err := bridge.JobAllocations(ctx, "default", jobID)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(allocs).To(HaveLen(1))
+			g.Expect(allocs[0].ClientStatus).To(Equal(nomad.AllocClientStatusRunning))
+		}).WithTimeout(60 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+
+		stored, _, err := nomadAPI.Jobs().Info(jobID, nil)
+		Expect(err).NotTo(HaveOccurred())
+		task := stored.TaskGroups[0].Tasks[0]
+		Expect(task.KillSignal).To(Equal("SIGKILL"))
+		Expect(*task.Resources.MemoryMB).To(Equal(32))
+		Expect(*stored.TaskGroups[0].RestartPolicy.Attempts).To(BeZero())
+		Expect(stored.Meta).To(HaveKeyWithValue(nomadbridge.MetaRunner, "python-rendered"))
+	}, SpecTimeout(90*time.Second))
+
+	It("renders the default docker template into a job Nomad validates", func(ctx SpecContext) {
+		envJob, err := nomadbridge.RenderEnvironmentJob(nomadbridge.DefaultTemplate(),
+			nomadbridge.EnvironmentSpec{Image: "python:3.13", CPU: 100, MemoryMB: 128, NetworkAccess: true, ExposedPorts: []int{8080}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(bridge.ValidateJob(ctx, nomadbridge.ForRunner(envJob, nomadbridge.NewRunnerJobID("python"), runnerMeta("python-docker")))).To(Succeed())
 	})
 })

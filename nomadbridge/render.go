@@ -1,0 +1,282 @@
+package nomadbridge
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// Defaults the operator puts on a runner job where the template leaves them
+// unset. Each is there for a reason seen in production by the seed project.
+const (
+	// DefaultMemoryReservationMB is what a runner reserves of a node's memory
+	// when Nomad's memory oversubscription is on; memoryLimit is then the hard
+	// ceiling (memory_max). Packing nodes by the ceiling wastes them; packing
+	// by nothing crashes agents.
+	DefaultMemoryReservationMB = 50
+	// DefaultEphemeralDiskMB keeps a runner's disk footprint small.
+	DefaultEphemeralDiskMB = 100
+	// DefaultLogMaxFiles and DefaultLogMaxFileSizeMB keep task logs tiny.
+	DefaultLogMaxFiles      = 1
+	DefaultLogMaxFileSizeMB = 1
+	// DefaultKillSignal: runners hold no state worth a graceful stop.
+	DefaultKillSignal = "SIGKILL"
+)
+
+// EnvironmentSpec is what the renderer needs of an ExecutionEnvironment; kept
+// free of Kubernetes types so rendering stays a pure function of its inputs.
+type EnvironmentSpec struct {
+	Image         string
+	CPU           int // MHz
+	MemoryMB      int // hard ceiling
+	NetworkAccess bool
+	ExposedPorts  []int
+	Namespace     string
+	Region        string
+	Datacenters   []string
+	NodePool      string
+	// MemoryOversubscription says whether the Nomad cluster honours memory_max
+	// (its scheduler configuration). Without it Nomad enforces `memory` as the
+	// ceiling, so the runner must reserve its whole limit.
+	MemoryOversubscription bool
+}
+
+// DefaultTemplate is the built-in runner job: one group, one docker task that
+// keeps the container alive until the runner is deleted.
+func DefaultTemplate() *nomad.Job {
+	task := nomad.NewTask("runner", "docker").
+		SetConfig("command", "sleep").
+		SetConfig("args", []string{"infinity"})
+	job := nomad.NewServiceJob("template", "template", "", 50)
+	job.AddTaskGroup(nomad.NewTaskGroup("runner", 1).AddTask(task))
+	return job
+}
+
+// DecodeJSONTemplate reads a job in the JSON of Nomad's API, either bare or
+// wrapped as {"Job": {...}} the way `nomad job run -output` prints it.
+func DecodeJSONTemplate(src string) (*nomad.Job, error) {
+	var wrapped struct{ Job *nomad.Job }
+	if err := json.Unmarshal([]byte(src), &wrapped); err == nil && wrapped.Job != nil {
+		return wrapped.Job, nil
+	}
+	var job nomad.Job
+	if err := json.Unmarshal([]byte(src), &job); err != nil {
+		return nil, fmt.Errorf("decode JSON job template: %w: %s", ErrInvalidJob, err)
+	}
+	return &job, nil
+}
+
+// LooksLikeJSON tells a JSON template from HCL by its first character.
+func LooksLikeJSON(src string) bool {
+	s := strings.TrimSpace(src)
+	return strings.HasPrefix(s, "{")
+}
+
+// RenderEnvironmentJob applies an environment's spec and the operator's
+// defaults to a template and returns the job every runner of the environment
+// is a copy of (without a runner's ID and meta: see ForRunner). The template is
+// not modified. Image, CPU, memory and network always come from the spec; the
+// other defaults only fill what the template leaves unset.
+func RenderEnvironmentJob(template *nomad.Job, spec EnvironmentSpec) (*nomad.Job, error) {
+	if template == nil {
+		return nil, fmt.Errorf("render runner job: %w: no template", ErrInvalidJob)
+	}
+	job := deepCopyJob(template)
+	if len(job.TaskGroups) != 1 {
+		return nil, fmt.Errorf("render runner job: %w: a runner template needs exactly one group, it has %d", ErrInvalidJob, len(job.TaskGroups))
+	}
+	group := job.TaskGroups[0]
+	if len(group.Tasks) == 0 {
+		return nil, fmt.Errorf("render runner job: %w: group %q has no task", ErrInvalidJob, deref(group.Name))
+	}
+	if t := deref(job.Type); t != "" && t != nomad.JobTypeService {
+		return nil, fmt.Errorf("render runner job: %w: type %q: a runner job must be a service job", ErrInvalidJob, t)
+	}
+	if job.Periodic != nil || job.ParameterizedJob != nil {
+		return nil, fmt.Errorf("render runner job: %w: a runner job cannot be periodic or parameterized", ErrInvalidJob)
+	}
+	job.Type = ptr(nomad.JobTypeService)
+	// One allocation per job: a runner is one job, so the operator decides which
+	// runner goes away when the pool shrinks.
+	group.Count = ptr(1)
+
+	applyPlacement(job, spec)
+	if len(job.Spreads) == 0 && len(group.Spreads) == 0 {
+		job.Spreads = []*nomad.Spread{{Attribute: "${node.unique.id}"}}
+	}
+	if group.RestartPolicy == nil {
+		// A restarted runner is a different runner: fail instead, and let the
+		// operator replace it (or tell its holder).
+		group.RestartPolicy = &nomad.RestartPolicy{Attempts: ptr(0), Mode: ptr(nomad.RestartPolicyModeFail)}
+	}
+	if group.ReschedulePolicy == nil {
+		group.ReschedulePolicy = &nomad.ReschedulePolicy{Attempts: ptr(0), Unlimited: ptr(false)}
+	}
+	if group.EphemeralDisk == nil {
+		group.EphemeralDisk = &nomad.EphemeralDisk{SizeMB: ptr(DefaultEphemeralDiskMB)}
+	}
+
+	// The first task is the runner; the others (sidecars) keep what the template says.
+	task := group.Tasks[0]
+	if task.KillSignal == "" {
+		task.KillSignal = DefaultKillSignal
+	}
+	if task.KillTimeout == nil {
+		task.KillTimeout = ptr(time.Duration(0))
+	}
+	if task.LogConfig == nil {
+		task.LogConfig = &nomad.LogConfig{MaxFiles: ptr(DefaultLogMaxFiles), MaxFileSizeMB: ptr(DefaultLogMaxFileSizeMB)}
+	}
+	if task.Resources == nil {
+		task.Resources = &nomad.Resources{}
+	}
+	task.Resources.CPU = ptr(spec.CPU)
+	task.Resources.Cores = nil
+	if spec.MemoryOversubscription && spec.MemoryMB > DefaultMemoryReservationMB {
+		task.Resources.MemoryMB = ptr(DefaultMemoryReservationMB)
+		task.Resources.MemoryMaxMB = ptr(spec.MemoryMB)
+	} else {
+		task.Resources.MemoryMB = ptr(spec.MemoryMB)
+		task.Resources.MemoryMaxMB = nil
+	}
+	if isContainerDriver(task.Driver) {
+		if task.Config == nil {
+			task.Config = map[string]any{}
+		}
+		task.Config["image"] = spec.Image
+	}
+	applyNetwork(group, task, spec)
+	if job.Meta == nil {
+		job.Meta = map[string]string{}
+	}
+	job.Meta[MetaImage] = spec.Image
+	return job, nil
+}
+
+// ForRunner returns a copy of an environment's rendered job for one runner:
+// its own ID and the meta that maps the job back to its Runner.
+func ForRunner(envJob *nomad.Job, jobID string, meta RunnerMeta) *nomad.Job {
+	job := deepCopyJob(envJob)
+	job.ID, job.Name = ptr(jobID), ptr(jobID)
+	if job.Meta == nil {
+		job.Meta = map[string]string{}
+	}
+	for k, v := range meta.Map() {
+		job.Meta[k] = v
+	}
+	return job
+}
+
+// TemplateHash identifies a rendered environment job: two specs that render
+// the same job have the same hash, so a runner is stale exactly when its job
+// would differ. JSON of the api struct is deterministic (map keys are sorted).
+func TemplateHash(envJob *nomad.Job) (string, error) {
+	b, err := json.Marshal(envJob)
+	if err != nil {
+		return "", fmt.Errorf("hash runner job: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])[:16], nil
+}
+
+func applyPlacement(job *nomad.Job, spec EnvironmentSpec) {
+	// An empty string is not "unset" to Nomad's validation: clear it, so the
+	// agent's own region and namespace apply.
+	if deref(job.Region) == "" {
+		job.Region = nil
+	}
+	if deref(job.Namespace) == "" {
+		job.Namespace = nil
+	}
+	if spec.Namespace != "" {
+		job.Namespace = ptr(spec.Namespace)
+	}
+	if spec.Region != "" {
+		job.Region = ptr(spec.Region)
+	}
+	if len(spec.Datacenters) > 0 {
+		job.Datacenters = append([]string(nil), spec.Datacenters...)
+	}
+	if len(job.Datacenters) == 0 {
+		job.Datacenters = []string{"*"}
+	}
+	if spec.NodePool != "" {
+		job.NodePool = ptr(spec.NodePool)
+	}
+}
+
+// applyNetwork enforces the environment's network: none unless networkAccess,
+// and with it the exposed ports mapped to dynamic host ports.
+func applyNetwork(group *nomad.TaskGroup, task *nomad.Task, spec EnvironmentSpec) {
+	if !spec.NetworkAccess {
+		group.Networks = nil
+		task.Resources.Networks = nil
+		if isContainerDriver(task.Driver) {
+			task.Config["network_mode"] = "none"
+			delete(task.Config, "ports")
+		}
+		return
+	}
+	if isContainerDriver(task.Driver) && task.Config["network_mode"] == "none" {
+		delete(task.Config, "network_mode")
+	}
+	if len(spec.ExposedPorts) == 0 {
+		return
+	}
+	var ports []nomad.Port
+	var labels []string
+	for _, p := range spec.ExposedPorts {
+		label := PortLabel(p)
+		ports = append(ports, nomad.Port{Label: label, To: p})
+		labels = append(labels, label)
+	}
+	if len(group.Networks) == 0 {
+		group.Networks = []*nomad.NetworkResource{{}}
+	}
+	net := group.Networks[0]
+	net.DynamicPorts = append(withoutLabels(net.DynamicPorts, labels), ports...)
+	if isContainerDriver(task.Driver) {
+		task.Config["ports"] = labels
+	}
+}
+
+// PortLabel is the network port label of an exposed container port.
+func PortLabel(port int) string { return fmt.Sprintf("port-%d", port) }
+
+func withoutLabels(ports []nomad.Port, labels []string) []nomad.Port {
+	var out []nomad.Port
+	for _, p := range ports {
+		drop := false
+		for _, l := range labels {
+			drop = drop || p.Label == l
+		}
+		if !drop {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func isContainerDriver(driver string) bool {
+	return driver == "docker" || driver == "podman"
+}
+
+func deepCopyJob(job *nomad.Job) *nomad.Job {
+	b, err := json.Marshal(job)
+	if err != nil {
+		panic(errors.Join(errors.New("copy nomad job"), err)) // a Job always marshals
+	}
+	var out nomad.Job
+	if err := json.Unmarshal(b, &out); err != nil {
+		panic(errors.Join(errors.New("copy nomad job"), err))
+	}
+	return &out
+}
+
+func ptr[T any](v T) *T { return &v }
