@@ -195,9 +195,13 @@ func TestRenderEnvironmentJobRejectsTemplatesThatCannotBeRunners(t *testing.T) {
 			j.AddTaskGroup(nomad.NewTaskGroup("g", 1))
 			return j
 		},
-		"batch job":    func() *nomad.Job { j := rawExecTemplate(); j.Type = ptr.To("batch"); return j },
-		"periodic job": func() *nomad.Job { j := rawExecTemplate(); j.Periodic = &nomad.PeriodicConfig{Spec: ptr.To("@daily")}; return j },
-		"nil":          func() *nomad.Job { return nil },
+		"batch job": func() *nomad.Job { j := rawExecTemplate(); j.Type = ptr.To("batch"); return j },
+		"periodic job": func() *nomad.Job {
+			j := rawExecTemplate()
+			j.Periodic = &nomad.PeriodicConfig{Spec: ptr.To("@daily")}
+			return j
+		},
+		"nil": func() *nomad.Job { return nil },
 	}
 	for name, template := range cases {
 		t.Run(name, func(t *testing.T) {
