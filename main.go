@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -18,6 +19,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	executionv1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 )
 
@@ -37,11 +39,17 @@ func main() {
 		probeAddr            string
 		enableLeaderElection bool
 		nomadConfig          nomadbridge.Config
+		defaultTemplateFile  string
+		orphanInterval       time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the metrics endpoint binds to; \"0\" disables it")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the health and readiness probes bind to")
 	flag.BoolVar(&enableLeaderElection, "leader-elect", false,
 		"enable leader election, so that of several replicas only one reconciles at a time")
+	flag.StringVar(&defaultTemplateFile, "default-template-file", "",
+		"file with the Nomad job (HCL or JSON) used for environments without spec.templateJob; default: a docker task kept alive with `sleep infinity`")
+	flag.DurationVar(&orphanInterval, "orphan-collection-interval", 5*time.Minute,
+		"how often Nomad jobs of this operator instance without a Runner are purged")
 	nomadConfig.BindFlags(flag.CommandLine)
 	opts := zap.Options{Development: true}
 	opts.BindFlags(flag.CommandLine)
@@ -52,6 +60,16 @@ func main() {
 	if err != nil {
 		setupLog.Error(err, "Failed to configure the Nomad client")
 		os.Exit(1)
+	}
+
+	var defaultTemplate string
+	if defaultTemplateFile != "" {
+		b, err := os.ReadFile(defaultTemplateFile)
+		if err != nil {
+			setupLog.Error(err, "Failed to read the default template", "file", defaultTemplateFile)
+			os.Exit(1)
+		}
+		defaultTemplate = string(b)
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
@@ -69,6 +87,13 @@ func main() {
 		os.Exit(1)
 	}
 
+	ctx := ctrl.SetupSignalHandler()
+	if err := controllers.Setup(ctx, mgr, controllers.Options{
+		Bridge: bridge, DefaultTemplate: defaultTemplate, OrphanInterval: orphanInterval,
+	}); err != nil {
+		setupLog.Error(err, "Failed to set up the controllers")
+		os.Exit(1)
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		setupLog.Error(err, "Failed to set up the health check")
 		os.Exit(1)
@@ -79,7 +104,7 @@ func main() {
 	}
 
 	setupLog.Info("Starting the manager", "nomadAddress", bridge.API().Address(), "operatorInstance", bridge.Instance())
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "Failed to run the manager")
 		os.Exit(1)
 	}

@@ -58,6 +58,9 @@ type Client interface {
 	// final Events may carry the error. Heartbeats are passed through.
 	Events(ctx context.Context, index uint64) (<-chan *nomad.Events, error)
 
+	// MemoryOversubscription tells whether Nomad's scheduler honours memory_max.
+	MemoryOversubscription(ctx context.Context) (bool, error)
+
 	// Instance is the operator instance whose jobs this client touches.
 	Instance() string
 }

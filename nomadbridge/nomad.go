@@ -144,6 +144,15 @@ func (c *NomadClient) ValidateJob(ctx context.Context, job *nomad.Job) error {
 	return nil
 }
 
+// MemoryOversubscription implements Client.
+func (c *NomadClient) MemoryOversubscription(ctx context.Context) (bool, error) {
+	resp, _, err := c.api.Operator().SchedulerGetConfiguration((&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("read nomad scheduler configuration: %w", err)
+	}
+	return resp.SchedulerConfig != nil && resp.SchedulerConfig.MemoryOversubscriptionEnabled, nil
+}
+
 // Events implements Client.
 func (c *NomadClient) Events(ctx context.Context, index uint64) (<-chan *nomad.Events, error) {
 	topics := map[nomad.Topic][]string{

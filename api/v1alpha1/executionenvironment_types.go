@@ -122,19 +122,23 @@ type ExecutionEnvironmentStatus struct {
 
 	// idleRunners counts runners whose allocation is running and that nobody holds.
 	// +optional
+	// +kubebuilder:default=0
 	IdleRunners int32 `json:"idleRunners"`
 
 	// claimedRunners counts runners held by a client.
 	// +optional
-	ClaimedRunners int32 `json:"claimedRunners,omitempty"`
+	// +kubebuilder:default=0
+	ClaimedRunners int32 `json:"claimedRunners"`
 
 	// pendingRunners counts runners whose job is registered but not running yet.
 	// +optional
-	PendingRunners int32 `json:"pendingRunners,omitempty"`
+	// +kubebuilder:default=0
+	PendingRunners int32 `json:"pendingRunners"`
 
 	// failedRunners counts runners whose allocation failed or whose job was lost.
 	// +optional
-	FailedRunners int32 `json:"failedRunners,omitempty"`
+	// +kubebuilder:default=0
+	FailedRunners int32 `json:"failedRunners"`
 
 	// selector is the label selector of this environment's runners, in string
 	// form; the scale subresource reports it (HPA and KEDA need it).

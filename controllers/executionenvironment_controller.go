@@ -1,0 +1,308 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+)
+
+// EnvironmentFinalizer makes an environment's deletion remove its runners (and
+// through theirs, their Nomad jobs) first.
+const EnvironmentFinalizer = "execution.nomadrunner.io/runners"
+
+// parallelCreates bounds the runner creations in flight in one reconcile.
+const parallelCreates = 8
+
+// ExecutionEnvironmentReconciler keeps each environment's pool: it renders and
+// validates the template, creates and deletes Runners per ComputePoolAction, and
+// reports the pool in status. It never touches a claimed runner.
+type ExecutionEnvironmentReconciler struct {
+	client.Client
+	Bridge       nomadbridge.Client
+	Renderer     *Renderer
+	Recorder     events.EventRecorder
+	Expectations *Expectations
+	// MaxCreatesPerPass and MaxSurge tune ComputePoolAction (defaults 50 and 25%).
+	MaxCreatesPerPass int
+	MaxSurge          int
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *ExecutionEnvironmentReconciler) Reconcile(ctx context.Context, req reconcile.Request) (result reconcile.Result, retErr error) {
+	ee := &v1alpha1.ExecutionEnvironment{}
+	if err := r.Get(ctx, req.NamespacedName, ee); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	logger := log.FromContext(ctx).WithValues("ExecutionEnvironment", klog.KObj(ee))
+	ctx = log.IntoContext(ctx, logger)
+
+	if ee.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(ee, EnvironmentFinalizer) {
+		patch := client.MergeFrom(ee.DeepCopy())
+		controllerutil.AddFinalizer(ee, EnvironmentFinalizer)
+		return reconcile.Result{}, r.Patch(ctx, ee, patch)
+	}
+
+	runners, err := r.listRunners(ctx, ee)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if !ee.DeletionTimestamp.IsZero() {
+		return reconcile.Result{}, r.reconcileDelete(ctx, ee, runners)
+	}
+
+	before := ee.DeepCopy()
+	defer func() {
+		r.computeStatus(ee, runners, retErr)
+		if !equality.Semantic.DeepEqual(before.Status, ee.Status) {
+			if err := r.Status().Patch(ctx, ee, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+				retErr = errors.Join(retErr, fmt.Errorf("write status of environment %s: %w", ee.Name, err))
+			}
+		}
+	}()
+	return r.reconcileNormal(ctx, ee, runners)
+}
+
+func (r *ExecutionEnvironmentReconciler) reconcileNormal(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner) (reconcile.Result, error) {
+	_, hash, err := r.Renderer.Render(ctx, ee)
+	if err != nil {
+		if errors.Is(err, nomadbridge.ErrInvalidJob) {
+			if c := meta.FindStatusCondition(ee.Status.Conditions, v1alpha1.TemplateValidCondition); c == nil ||
+				c.Status != metav1.ConditionFalse || c.ObservedGeneration != ee.Generation {
+				r.Recorder.Eventf(ee, nil, corev1.EventTypeWarning, v1alpha1.ReasonTemplateInvalid, "Render", "%v", err)
+			}
+			setTemplateCondition(ee, err)
+			// Only a spec change fixes it; that change triggers a new reconcile.
+			return reconcile.Result{}, nil
+		}
+		setNomadCondition(ee, err)
+		return reconcile.Result{}, err
+	}
+	setTemplateCondition(ee, nil)
+	setNomadCondition(ee, nil)
+	ee.Status.TemplateHash = hash
+
+	key := client.ObjectKeyFromObject(ee)
+	alive := map[string]bool{}
+	for _, rn := range runners {
+		alive[rn.Name] = rn.DeletionTimestamp.IsZero()
+	}
+	inFlight, deleting := r.Expectations.Observe(key, alive)
+	in := poolInput(ee, hash, runners, deleting)
+	in.InFlightCreates = inFlight
+	in.MaxCreatesPerPass = r.MaxCreatesPerPass
+	in.MaxSurge = max(r.MaxSurge, int(ee.Spec.PrewarmingPoolSize)/4)
+	act := ComputePoolAction(in)
+
+	byName := map[string]*v1alpha1.Runner{}
+	for i := range runners {
+		byName[runners[i].Name] = &runners[i]
+	}
+	var errs []error
+	for _, name := range act.Delete {
+		errs = append(errs, r.deleteRunner(ctx, ee, byName[name]))
+	}
+	errs = append(errs, r.createRunners(ctx, ee, hash, act.Create))
+	return reconcile.Result{}, errors.Join(errs...)
+}
+
+// poolInput sorts an environment's runners for ComputePoolAction.
+func poolInput(ee *v1alpha1.ExecutionEnvironment, hash string, runners []v1alpha1.Runner, deleting map[string]bool) PoolInput {
+	in := PoolInput{Target: int(ee.Spec.PrewarmingPoolSize)}
+	for _, rn := range runners {
+		if !rn.DeletionTimestamp.IsZero() || deleting[rn.Name] {
+			continue
+		}
+		pr := PoolRunner{Name: rn.Name, Created: rn.CreationTimestamp.Time}
+		current := rn.Spec.TemplateHash == hash
+		switch rn.Status.Phase {
+		case v1alpha1.RunnerClaimed:
+			in.Claimed++
+		case v1alpha1.RunnerFailed:
+			if rn.Status.Claim == nil {
+				in.FailedUnclaimed = append(in.FailedUnclaimed, pr)
+			}
+		case v1alpha1.RunnerIdle:
+			if current {
+				in.Idle = append(in.Idle, pr)
+			} else {
+				in.StaleIdle = append(in.StaleIdle, pr)
+			}
+		default: // Pending, or not registered yet
+			if current {
+				in.Pending = append(in.Pending, pr)
+			} else {
+				in.StalePending = append(in.StalePending, pr)
+			}
+		}
+	}
+	return in
+}
+
+func (r *ExecutionEnvironmentReconciler) createRunners(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, hash string, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		sem  = make(chan struct{}, parallelCreates)
+	)
+	for range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := r.createRunner(ctx, ee, hash); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (r *ExecutionEnvironmentReconciler) createRunner(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, hash string) error {
+	envJob, _, err := r.Renderer.Render(ctx, ee)
+	if err != nil {
+		return err
+	}
+	rn := &v1alpha1.Runner{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: ee.Name + "-",
+			Namespace:    ee.Namespace,
+			Labels: map[string]string{
+				v1alpha1.EnvironmentLabel: ee.Name,
+				v1alpha1.StateLabel:       "pending",
+			},
+			Annotations: map[string]string{
+				JobIDAnnotation:          nomadbridge.NewRunnerJobID(ee.Name),
+				NomadNamespaceAnnotation: deref(envJob.Namespace),
+			},
+			Finalizers: []string{RunnerFinalizer},
+		},
+		Spec: v1alpha1.RunnerSpec{Environment: ee.Name, TemplateHash: hash},
+	}
+	if err := controllerutil.SetControllerReference(ee, rn, r.Scheme()); err != nil {
+		return err
+	}
+	if err := r.Create(ctx, rn); err != nil {
+		r.Recorder.Eventf(ee, nil, corev1.EventTypeWarning, "FailedCreate", "Create", "Creating a runner failed: %v", err)
+		return fmt.Errorf("create runner of environment %s: %w", ee.Name, err)
+	}
+	r.Expectations.ExpectCreate(client.ObjectKeyFromObject(ee), rn.Name)
+	r.Recorder.Eventf(ee, rn, corev1.EventTypeNormal, "SuccessfulCreate", "Create", "Created runner %s (Nomad job %s)", rn.Name, rn.Annotations[JobIDAnnotation])
+	return nil
+}
+
+// deleteRunner deletes an unclaimed runner with a resourceVersion precondition:
+// a client that claimed it meanwhile changed its version, so the delete fails
+// and the runner survives; the next pass counts it as claimed.
+func (r *ExecutionEnvironmentReconciler) deleteRunner(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, rn *v1alpha1.Runner) error {
+	if rn == nil {
+		return nil
+	}
+	err := r.Delete(ctx, rn, client.Preconditions{UID: &rn.UID, ResourceVersion: &rn.ResourceVersion})
+	switch {
+	case apierrors.IsConflict(err):
+		log.FromContext(ctx).V(1).Info("Runner changed before its deletion; keeping it", "Runner", klog.KObj(rn))
+		return nil
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("delete runner %s: %w", rn.Name, err)
+	}
+	r.Expectations.ExpectDelete(client.ObjectKeyFromObject(ee), rn.Name)
+	r.Recorder.Eventf(ee, rn, corev1.EventTypeNormal, "SuccessfulDelete", "Delete", "Deleted %s runner %s", rn.Status.Phase, rn.Name)
+	return nil
+}
+
+func (r *ExecutionEnvironmentReconciler) reconcileDelete(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner) error {
+	if !controllerutil.ContainsFinalizer(ee, EnvironmentFinalizer) {
+		return nil
+	}
+	for i := range runners {
+		rn := &runners[i]
+		if ee.Annotations[v1alpha1.SkipNomadCleanupAnnotation] == "true" && rn.Annotations[v1alpha1.SkipNomadCleanupAnnotation] != "true" {
+			patch := client.MergeFrom(rn.DeepCopy())
+			metav1.SetMetaDataAnnotation(&rn.ObjectMeta, v1alpha1.SkipNomadCleanupAnnotation, "true")
+			if err := r.Patch(ctx, rn, patch); client.IgnoreNotFound(err) != nil {
+				return err
+			}
+		}
+		if rn.DeletionTimestamp.IsZero() {
+			if err := r.Delete(ctx, rn); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("delete runner %s: %w", rn.Name, err)
+			}
+		}
+	}
+	if len(runners) > 0 {
+		// Each runner's deletion (its finalizer purging its job) triggers another pass.
+		return nil
+	}
+	r.Expectations.Forget(client.ObjectKeyFromObject(ee))
+	r.Renderer.Forget(ee.UID)
+	patch := client.MergeFrom(ee.DeepCopy())
+	controllerutil.RemoveFinalizer(ee, EnvironmentFinalizer)
+	return r.Patch(ctx, ee, patch)
+}
+
+func (r *ExecutionEnvironmentReconciler) listRunners(ctx context.Context, ee *v1alpha1.ExecutionEnvironment) ([]v1alpha1.Runner, error) {
+	list := &v1alpha1.RunnerList{}
+	if err := r.List(ctx, list, client.InNamespace(ee.Namespace), client.MatchingLabels{v1alpha1.EnvironmentLabel: ee.Name}); err != nil {
+		return nil, fmt.Errorf("list runners of environment %s: %w", ee.Name, err)
+	}
+	// Only runners this environment controls: a label alone can be copied.
+	out := list.Items[:0]
+	for _, rn := range list.Items {
+		if metav1.IsControlledBy(&rn, ee) {
+			out = append(out, rn)
+		}
+	}
+	return out, nil
+}
+
+// SetupWithManager registers the controller: it watches environments and the
+// runners they own.
+func (r *ExecutionEnvironmentReconciler) SetupWithManager(mgr manager.Manager, opts controller.Options) error {
+	return ctrl.ControllerManagedBy(mgr).
+		For(&v1alpha1.ExecutionEnvironment{}).
+		Owns(&v1alpha1.Runner{}).
+		WithOptions(opts).
+		Named("executionenvironment").
+		Complete(r)
+}
+
+// Selector is the label selector of an environment's runners.
+func Selector(ee *v1alpha1.ExecutionEnvironment) string {
+	return labels.SelectorFromSet(labels.Set{v1alpha1.EnvironmentLabel: ee.Name}).String()
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

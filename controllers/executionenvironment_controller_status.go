@@ -1,0 +1,101 @@
+package controllers
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+)
+
+// computeStatus counts the runners, sets PoolFilled and Ready, and stamps the
+// observed generation when the pass went through.
+func (r *ExecutionEnvironmentReconciler) computeStatus(ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner, reconcileErr error) {
+	s := &ee.Status
+	s.IdleRunners, s.ClaimedRunners, s.PendingRunners, s.FailedRunners = 0, 0, 0, 0
+	for _, rn := range runners {
+		if !rn.DeletionTimestamp.IsZero() {
+			continue
+		}
+		switch rn.Status.Phase {
+		case v1alpha1.RunnerIdle:
+			s.IdleRunners++
+		case v1alpha1.RunnerClaimed:
+			s.ClaimedRunners++
+		case v1alpha1.RunnerFailed:
+			s.FailedRunners++
+		default:
+			s.PendingRunners++
+		}
+	}
+	s.Selector = Selector(ee)
+	setPoolFilledCondition(ee)
+	setReadyCondition(ee)
+	if reconcileErr == nil {
+		s.ObservedGeneration = ee.Generation
+	}
+}
+
+func setCond(ee *v1alpha1.ExecutionEnvironment, t string, ok bool, reason, message string) {
+	status := metav1.ConditionFalse
+	if ok {
+		status = metav1.ConditionTrue
+	}
+	meta.SetStatusCondition(&ee.Status.Conditions, metav1.Condition{
+		Type: t, Status: status, Reason: reason, Message: message, ObservedGeneration: ee.Generation,
+	})
+}
+
+func setTemplateCondition(ee *v1alpha1.ExecutionEnvironment, err error) {
+	if err != nil {
+		msg := err.Error()
+		if i := strings.Index(msg, nomadbridge.ErrInvalidJob.Error()+": "); i >= 0 {
+			msg = msg[i+len(nomadbridge.ErrInvalidJob.Error())+2:]
+		}
+		setCond(ee, v1alpha1.TemplateValidCondition, false, v1alpha1.ReasonTemplateInvalid, "Nomad rejected the runner job: "+msg)
+		return
+	}
+	setCond(ee, v1alpha1.TemplateValidCondition, true, v1alpha1.ReasonAsExpected, "Nomad accepts the rendered runner job.")
+}
+
+func setNomadCondition(ee *v1alpha1.ExecutionEnvironment, err error) {
+	if err != nil && !errors.Is(err, nomadbridge.ErrInvalidJob) {
+		setCond(ee, v1alpha1.NomadReachableCondition, false, v1alpha1.ReasonNomadUnreachable, fmt.Sprintf("Calling Nomad failed: %v.", err))
+		return
+	}
+	setCond(ee, v1alpha1.NomadReachableCondition, true, v1alpha1.ReasonAsExpected, "Nomad answers.")
+}
+
+func setPoolFilledCondition(ee *v1alpha1.ExecutionEnvironment) {
+	s, target := ee.Status, ee.Spec.PrewarmingPoolSize
+	switch {
+	case s.IdleRunners == target:
+		setCond(ee, v1alpha1.PoolFilledCondition, true, v1alpha1.ReasonAsExpected, fmt.Sprintf("%d of %d idle runners ready.", s.IdleRunners, target))
+	case s.IdleRunners < target:
+		setCond(ee, v1alpha1.PoolFilledCondition, false, v1alpha1.ReasonScalingUp,
+			fmt.Sprintf("%d of %d idle runners ready, %d pending.", s.IdleRunners, target, s.PendingRunners))
+	default:
+		setCond(ee, v1alpha1.PoolFilledCondition, false, v1alpha1.ReasonScalingDown, fmt.Sprintf("%d idle runners, %d wanted.", s.IdleRunners, target))
+	}
+}
+
+// setReadyCondition summarises: the first of TemplateValid, NomadReachable and
+// PoolFilled that is not True decides.
+func setReadyCondition(ee *v1alpha1.ExecutionEnvironment) {
+	for _, t := range []string{v1alpha1.TemplateValidCondition, v1alpha1.NomadReachableCondition, v1alpha1.PoolFilledCondition} {
+		c := meta.FindStatusCondition(ee.Status.Conditions, t)
+		if c == nil {
+			setCond(ee, v1alpha1.ReadyCondition, false, v1alpha1.ReasonInternalError, t+" is not known yet; check controller logs.")
+			return
+		}
+		if c.Status != metav1.ConditionTrue {
+			setCond(ee, v1alpha1.ReadyCondition, false, c.Reason, c.Message)
+			return
+		}
+	}
+	setCond(ee, v1alpha1.ReadyCondition, true, v1alpha1.ReasonAsExpected, fmt.Sprintf("%d idle runners ready to be claimed.", ee.Status.IdleRunners))
+}

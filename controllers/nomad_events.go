@@ -1,0 +1,202 @@
+package controllers
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+)
+
+// NomadEventSource reads Nomad's event stream (topics Job and Allocation) and
+// turns every event about one of our jobs into a reconcile of its Runner, through
+// a channel the Runner controller watches. After every (re)connect it resyncs all
+// runners, since anything may have happened while it was not listening. It runs
+// on the leader only. No runner is ever polled.
+type NomadEventSource struct {
+	Bridge nomadbridge.Client
+	// Reader is the manager's cache (runners are found by the job-ID index).
+	Reader client.Reader
+	// Out is the channel the Runner controller watches.
+	Out chan<- event.GenericEvent
+	// MaxBackoff caps the wait between reconnects (default 30s).
+	MaxBackoff time.Duration
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable.
+func (s *NomadEventSource) NeedLeaderElection() bool { return true }
+
+// Start implements manager.Runnable; it returns when ctx ends.
+func (s *NomadEventSource) Start(ctx context.Context) error {
+	logger := log.FromContext(ctx).WithName("nomad-events")
+	maxBackoff := s.MaxBackoff
+	if maxBackoff == 0 {
+		maxBackoff = 30 * time.Second
+	}
+	var index uint64
+	backoff := 500 * time.Millisecond
+	for ctx.Err() == nil {
+		ch, err := s.Bridge.Events(ctx, index)
+		if err == nil {
+			logger.Info("Connected to the Nomad event stream", "index", index)
+			s.resync(ctx)
+			var streamErr error
+			index, streamErr = s.consume(ctx, ch, index)
+			if ctx.Err() != nil {
+				return nil
+			}
+			err = streamErr
+			backoff = 500 * time.Millisecond
+		}
+		logger.Info("Nomad event stream interrupted; reconnecting", "error", err, "index", index, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff + rand.N(backoff/2)):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+	return nil
+}
+
+// consume forwards events until the stream ends; it returns the index to resume from.
+func (s *NomadEventSource) consume(ctx context.Context, ch <-chan *nomad.Events, index uint64) (uint64, error) {
+	for {
+		var batch *nomad.Events
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return index, ctx.Err()
+		case batch, ok = <-ch:
+		}
+		if !ok {
+			return index, nil
+		}
+		if batch.Err != nil {
+			return index, batch.Err
+		}
+		if batch.IsHeartbeat() {
+			continue
+		}
+		for i := range batch.Events {
+			if jobID := eventJobID(&batch.Events[i]); jobID != "" {
+				s.enqueueJob(ctx, jobID)
+			}
+		}
+		if batch.Index >= index {
+			index = batch.Index + 1
+		}
+	}
+}
+
+func eventJobID(e *nomad.Event) string {
+	switch e.Topic {
+	case nomad.TopicJob:
+		return e.Key
+	case nomad.TopicAllocation:
+		if alloc, err := e.Allocation(); err == nil && alloc != nil {
+			return alloc.JobID
+		}
+	}
+	return ""
+}
+
+func (s *NomadEventSource) enqueueJob(ctx context.Context, jobID string) {
+	if _, _, ok := nomadbridge.ParseRunnerJobID(jobID); !ok {
+		return // not a runner job name: certainly not ours
+	}
+	list := &v1alpha1.RunnerList{}
+	if err := s.Reader.List(ctx, list, client.MatchingFields{jobIDIndex: jobID}); err != nil {
+		log.FromContext(ctx).Error(err, "Listing the Runner of a Nomad job failed", "nomadJobID", jobID)
+		return
+	}
+	for i := range list.Items {
+		s.send(ctx, &list.Items[i])
+	}
+}
+
+func (s *NomadEventSource) resync(ctx context.Context) {
+	list := &v1alpha1.RunnerList{}
+	if err := s.Reader.List(ctx, list); err != nil {
+		log.FromContext(ctx).Error(err, "Listing Runners for a resync failed")
+		return
+	}
+	for i := range list.Items {
+		s.send(ctx, &list.Items[i])
+	}
+}
+
+func (s *NomadEventSource) send(ctx context.Context, rn *v1alpha1.Runner) {
+	select {
+	case s.Out <- event.GenericEvent{Object: rn}:
+	case <-ctx.Done():
+	}
+}
+
+// OrphanCollector purges Nomad jobs that carry this operator instance's meta but
+// whose Runner no longer exists (a crash between a Runner's deletion and its
+// job's purge, or an administrator's skip-cleanup). Jobs without our meta are
+// never touched. It runs at start and then every Interval, on the leader only.
+type OrphanCollector struct {
+	Bridge nomadbridge.Client
+	// APIReader reads the API server directly: a job is only purged when the
+	// server itself says its Runner is gone, never on a stale cache.
+	APIReader client.Reader
+	Interval  time.Duration
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable.
+func (o *OrphanCollector) NeedLeaderElection() bool { return true }
+
+// Start implements manager.Runnable.
+func (o *OrphanCollector) Start(ctx context.Context) error {
+	interval := o.Interval
+	if interval == 0 {
+		interval = 5 * time.Minute
+	}
+	for {
+		o.Collect(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval + rand.N(interval/5)):
+		}
+	}
+}
+
+// Collect runs one pass and returns the jobs it purged.
+func (o *OrphanCollector) Collect(ctx context.Context) []string {
+	logger := log.FromContext(ctx).WithName("orphans")
+	jobs, err := o.Bridge.ListRunnerJobs(ctx)
+	if err != nil {
+		logger.Error(err, "Listing runner jobs in Nomad failed")
+		return nil
+	}
+	var purged []string
+	for _, j := range jobs {
+		rn := &v1alpha1.Runner{}
+		err := o.APIReader.Get(ctx, types.NamespacedName{Namespace: j.Meta.Namespace, Name: j.Meta.Runner}, rn)
+		switch {
+		case err == nil && rn.Annotations[JobIDAnnotation] == j.ID:
+			continue
+		case err != nil && !apierrors.IsNotFound(err):
+			logger.Error(err, "Reading the Runner of a Nomad job failed", "nomadJobID", j.ID)
+			continue
+		}
+		if err := o.Bridge.PurgeJob(ctx, j.Namespace, j.ID); err != nil {
+			logger.Error(err, "Purging an orphaned Nomad job failed", "nomadJobID", j.ID)
+			continue
+		}
+		logger.Info("Purged orphaned Nomad job", "nomadJobID", j.ID, "runner", j.Meta.Namespace+"/"+j.Meta.Runner)
+		purged = append(purged, j.ID)
+	}
+	return purged
+}

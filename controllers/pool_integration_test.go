@@ -1,0 +1,321 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+)
+
+const rawExecTemplate = `
+job "template" {
+  group "runner" {
+    task "runner" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sleep"
+        args    = ["infinity"]
+      }
+    }
+  }
+}`
+
+func newEnvironment(ctx context.Context, ns, name string, pool int32) *v1alpha1.ExecutionEnvironment {
+	GinkgoHelper()
+	ee := &v1alpha1.ExecutionEnvironment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: v1alpha1.ExecutionEnvironmentSpec{
+			Image: "python:3.13", PrewarmingPoolSize: pool, CPULimit: 50, MemoryLimit: 32, TemplateJob: rawExecTemplate,
+		},
+	}
+	Expect(k8sClient.Create(ctx, ee)).To(Succeed())
+	return ee
+}
+
+func runnersOf(ctx context.Context, g Gomega, ns, env string) []v1alpha1.Runner {
+	list := &v1alpha1.RunnerList{}
+	g.Expect(k8sClient.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{v1alpha1.EnvironmentLabel: env})).To(Succeed())
+	return list.Items
+}
+
+func byPhase(runners []v1alpha1.Runner, phase v1alpha1.RunnerPhase) []v1alpha1.Runner {
+	var out []v1alpha1.Runner
+	for _, r := range runners {
+		if r.Status.Phase == phase && r.DeletionTimestamp.IsZero() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// nomadJobsOf lists the Nomad jobs of one environment, as Nomad has them.
+func nomadJobsOf(ctx context.Context, g Gomega, ns, env string) map[string]nomadbridge.JobRef {
+	refs, err := bridge.ListRunnerJobs(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	out := map[string]nomadbridge.JobRef{}
+	for _, r := range refs {
+		if r.Meta.Namespace == ns && r.Meta.Environment == env {
+			out[r.ID] = r
+		}
+	}
+	return out
+}
+
+// expectIdlePool waits until the environment holds exactly n Idle runners with
+// a running allocation each besides `others` runners in other phases, Nomad
+// holds exactly their jobs, and status says so.
+func expectIdlePool(ctx context.Context, ns, env string, n, others int) []v1alpha1.Runner {
+	GinkgoHelper()
+	var idle []v1alpha1.Runner
+	Eventually(func(g Gomega) {
+		all := runnersOf(ctx, g, ns, env)
+		idle = byPhase(all, v1alpha1.RunnerIdle)
+		g.Expect(idle).To(HaveLen(n))
+		g.Expect(all).To(HaveLen(n + others))
+		jobs := nomadJobsOf(ctx, g, ns, env)
+		g.Expect(jobs).To(HaveLen(n + others))
+		for _, r := range idle {
+			g.Expect(r.Labels).To(HaveKeyWithValue(v1alpha1.StateLabel, "idle"))
+			g.Expect(jobs).To(HaveKey(r.Status.NomadJobID))
+			allocs, err := bridge.JobAllocations(ctx, "default", r.Status.NomadJobID)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(allocs).To(HaveLen(1))
+			g.Expect(allocs[0].ClientStatus).To(Equal(nomad.AllocClientStatusRunning))
+			g.Expect(allocs[0].ID).To(Equal(r.Status.AllocationID))
+		}
+		ee := &v1alpha1.ExecutionEnvironment{}
+		g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: env}, ee)).To(Succeed())
+		g.Expect(ee.Status.IdleRunners).To(BeEquivalentTo(n))
+		g.Expect(meta.IsStatusConditionTrue(ee.Status.Conditions, v1alpha1.ReadyCondition)).To(BeTrue())
+		g.Expect(ee.Status.ObservedGeneration).To(Equal(ee.Generation))
+	}).WithTimeout(90 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+	return idle
+}
+
+func claim(ctx context.Context, r *v1alpha1.Runner, holder string) {
+	GinkgoHelper()
+	patch := fmt.Sprintf(`[{"op":"test","path":"/status/phase","value":"Idle"},
+		{"op":"replace","path":"/status/phase","value":"Claimed"},
+		{"op":"add","path":"/status/claim","value":{"holder":%q,"token":"t-%s","claimedAt":%q}}]`,
+		holder, holder, time.Now().UTC().Format(time.RFC3339))
+	Expect(k8sClient.Status().Patch(ctx, r, client.RawPatch(types.JSONPatchType, []byte(patch)))).To(Succeed())
+}
+
+func kubectl(ctx context.Context, ns string, args ...string) string {
+	GinkgoHelper()
+	bin := os.Getenv("KUBECTL")
+	if bin == "" {
+		Skip("KUBECTL is not set (make test sets it)")
+	}
+	out, err := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", kubeconfig, "-n", ns}, args...)...).CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "kubectl %s: %s", strings.Join(args, " "), out)
+	return string(out)
+}
+
+func setPool(ctx context.Context, ns, env string, n int32) {
+	GinkgoHelper()
+	patch := fmt.Sprintf(`{"spec":{"prewarmingPoolSize":%d}}`, n)
+	ee := &v1alpha1.ExecutionEnvironment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: env}}
+	Expect(k8sClient.Patch(ctx, ee, client.RawPatch(types.MergePatchType, []byte(patch)))).To(Succeed())
+}
+
+var _ = Describe("The prewarmed pool", func() {
+	var ns string
+	BeforeEach(func(ctx context.Context) { ns = newNamespace(ctx) })
+
+	It("fills a pool of 3 with running runners, shows it in kubectl and turns Ready", func(ctx SpecContext) {
+		newEnvironment(ctx, ns, "python", 3)
+		expectIdlePool(ctx, ns, "python", 3, 0)
+
+		kubectl(ctx, ns, "wait", "--for=condition=Ready", "ee/python", "--timeout=60s")
+		lines := strings.Split(strings.TrimSpace(kubectl(ctx, ns, "get", "ee")), "\n")
+		Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "IMAGE", "POOL", "IDLE", "CLAIMED", "READY", "AGE"}))
+		Expect(strings.Fields(lines[1])[:6]).To(Equal([]string{"python", "python:3.13", "3", "3", "0", "True"}))
+		idle := strings.Fields(kubectl(ctx, ns, "get", "rn", "-l", v1alpha1.StateLabel+"=idle", "-o", "name"))
+		Expect(idle).To(HaveLen(3))
+	}, SpecTimeout(150*time.Second))
+
+	It("scales 3 → 6 → 2 with Nomad holding exactly the runners the objects say, never more than the target", func(ctx SpecContext) {
+		newEnvironment(ctx, ns, "python", 3)
+		expectIdlePool(ctx, ns, "python", 3, 0)
+
+		var mu sync.Mutex
+		bound, peak := 6, 0
+		over := []string{}
+		sampleCtx, stopSampling := context.WithCancel(ctx)
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			for sampleCtx.Err() == nil {
+				if refs, err := bridge.ListRunnerJobs(sampleCtx); err == nil {
+					n := 0
+					for _, r := range refs {
+						if r.Meta.Namespace == ns {
+							n++
+						}
+					}
+					mu.Lock()
+					peak = max(peak, n)
+					if n > bound {
+						over = append(over, fmt.Sprintf("%d jobs with bound %d", n, bound))
+					}
+					mu.Unlock()
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+
+		setPool(ctx, ns, "python", 6)
+		expectIdlePool(ctx, ns, "python", 6, 0)
+		// Scaling down, the old size bounds the count until the surplus is purged.
+		setPool(ctx, ns, "python", 2)
+		expectIdlePool(ctx, ns, "python", 2, 0)
+		mu.Lock()
+		bound = 2
+		mu.Unlock()
+		Consistently(func(g Gomega) {
+			g.Expect(nomadJobsOf(ctx, g, ns, "python")).To(HaveLen(2))
+			g.Expect(runnersOf(ctx, g, ns, "python")).To(HaveLen(2))
+		}).WithTimeout(3 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		stopSampling()
+		<-sampled
+		Expect(over).To(BeEmpty(), "Nomad held more runner jobs than the target")
+		Expect(peak).To(Equal(6))
+	}, SpecTimeout(240*time.Second))
+
+	It("rolls idle runners on an image change and leaves the claimed one and its job alone", func(ctx SpecContext) {
+		newEnvironment(ctx, ns, "python", 3)
+		idle := expectIdlePool(ctx, ns, "python", 3, 0)
+		held := idle[0]
+		claim(ctx, &held, "alice")
+		Eventually(func(g Gomega) {
+			r := &v1alpha1.Runner{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(&held), r)).To(Succeed())
+			g.Expect(r.Labels).To(HaveKeyWithValue(v1alpha1.StateLabel, "claimed"))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		expectIdlePool(ctx, ns, "python", 3, 1)
+
+		ee := &v1alpha1.ExecutionEnvironment{}
+		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "python"}, ee)).To(Succeed())
+		oldHash := ee.Status.TemplateHash
+		Expect(k8sClient.Patch(ctx, ee, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"image":"python:3.14"}}`)))).To(Succeed())
+
+		Eventually(func(g Gomega) {
+			fresh := &v1alpha1.ExecutionEnvironment{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), fresh)).To(Succeed())
+			g.Expect(fresh.Status.TemplateHash).NotTo(Equal(oldHash))
+			for _, r := range byPhase(runnersOf(ctx, g, ns, "python"), v1alpha1.RunnerIdle) {
+				g.Expect(r.Spec.TemplateHash).To(Equal(fresh.Status.TemplateHash), "runner %s is stale", r.Name)
+			}
+		}).WithTimeout(120 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		expectIdlePool(ctx, ns, "python", 3, 1)
+
+		after := &v1alpha1.Runner{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(&held), after)).To(Succeed())
+		Expect(after.Status.Phase).To(Equal(v1alpha1.RunnerClaimed))
+		Expect(after.Status.Claim.Holder).To(Equal("alice"))
+		Expect(after.Spec.TemplateHash).To(Equal(oldHash))
+		allocs, err := bridge.JobAllocations(ctx, "default", held.Status.NomadJobID)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(allocs).To(HaveLen(1))
+		Expect(allocs[0].ID).To(Equal(held.Status.AllocationID))
+		Expect(allocs[0].ClientStatus).To(Equal(nomad.AllocClientStatusRunning))
+	}, SpecTimeout(240*time.Second))
+
+	It("replaces an idle runner whose job is stopped in Nomad, and fails a claimed one with the reason", func(ctx SpecContext) {
+		newEnvironment(ctx, ns, "python", 2)
+		idle := expectIdlePool(ctx, ns, "python", 2, 0)
+		held, victim := idle[0], idle[1]
+		claim(ctx, &held, "bob")
+		expectIdlePool(ctx, ns, "python", 2, 1)
+
+		_, _, err := nomadAPI.Jobs().Deregister(victim.Status.NomadJobID, false, nil)
+		Expect(err).NotTo(HaveOccurred())
+		_, _, err = nomadAPI.Jobs().Deregister(held.Status.NomadJobID, false, nil)
+		Expect(err).NotTo(HaveOccurred())
+
+		Eventually(func(g Gomega) {
+			r := &v1alpha1.Runner{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(&held), r)).To(Succeed())
+			g.Expect(r.Status.Phase).To(Equal(v1alpha1.RunnerFailed))
+			g.Expect(r.Status.Reason).To(BeElementOf(v1alpha1.ReasonNomadJobLost, v1alpha1.ReasonAllocationFailed))
+			g.Expect(r.Status.Message).NotTo(BeEmpty())
+			g.Expect(r.Status.Claim.Holder).To(Equal("bob"), "the holder keeps its claim and learns why")
+		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		Eventually(func(g Gomega) {
+			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&victim), &v1alpha1.Runner{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the idle runner whose job was stopped must be replaced")
+		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		expectIdlePool(ctx, ns, "python", 2, 1)
+	}, SpecTimeout(240*time.Second))
+
+	It("removes every runner and Nomad job it made when the environment is deleted, and no foreign job", func(ctx SpecContext) {
+		foreign := "foreign-" + ns
+		task := nomad.NewTask("t", "raw_exec").SetConfig("command", "/bin/sleep").SetConfig("args", []string{"3600"})
+		task.Resources = &nomad.Resources{CPU: ptrTo(50), MemoryMB: ptrTo(32)}
+		job := nomad.NewServiceJob(foreign, foreign, "global", 50)
+		job.Datacenters = []string{"*"}
+		job.AddTaskGroup(nomad.NewTaskGroup("g", 1).AddTask(task))
+		job.Meta = map[string]string{"team": "data"}
+		_, _, err := nomadAPI.Jobs().Register(job, nil)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { _, _, _ = nomadAPI.Jobs().Deregister(foreign, true, nil) })
+
+		ee := newEnvironment(ctx, ns, "python", 3)
+		idle := expectIdlePool(ctx, ns, "python", 3, 0)
+		claim(ctx, &idle[0], "carol")
+		expectIdlePool(ctx, ns, "python", 3, 1)
+
+		Expect(k8sClient.Delete(ctx, ee)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(runnersOf(ctx, g, ns, "python")).To(BeEmpty())
+			g.Expect(nomadJobsOf(ctx, g, ns, "python")).To(BeEmpty())
+			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), &v1alpha1.ExecutionEnvironment{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		stored, _, err := nomadAPI.Jobs().Info(foreign, nil)
+		Expect(err).NotTo(HaveOccurred(), "the foreign job must survive")
+		Expect(*stored.Status).NotTo(Equal("dead"))
+	}, SpecTimeout(180*time.Second))
+
+	It("reports an invalid HCL template with Nomad's message and registers nothing", func(ctx SpecContext) {
+		ee := &v1alpha1.ExecutionEnvironment{
+			ObjectMeta: metav1.ObjectMeta{Name: "broken", Namespace: ns},
+			Spec: v1alpha1.ExecutionEnvironmentSpec{
+				Image: "python:3.13", PrewarmingPoolSize: 2, TemplateJob: `job "t" { group "g" { task "t" { driver = } } }`,
+			},
+		}
+		Expect(k8sClient.Create(ctx, ee)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), ee)).To(Succeed())
+			c := meta.FindStatusCondition(ee.Status.Conditions, v1alpha1.TemplateValidCondition)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonTemplateInvalid))
+			g.Expect(c.Message).To(ContainSubstring("Nomad rejected the runner job"))
+			g.Expect(c.Message).To(ContainSubstring("Failed to parse job"))
+			g.Expect(meta.IsStatusConditionFalse(ee.Status.Conditions, v1alpha1.ReadyCondition)).To(BeTrue())
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		Consistently(func(g Gomega) {
+			g.Expect(runnersOf(ctx, g, ns, "broken")).To(BeEmpty())
+			g.Expect(nomadJobsOf(ctx, g, ns, "broken")).To(BeEmpty())
+		}).WithTimeout(3 * time.Second).Should(Succeed())
+	}, SpecTimeout(60*time.Second))
+})
+
+func ptrTo[T any](v T) *T { return &v }

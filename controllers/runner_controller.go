@@ -1,0 +1,347 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+)
+
+const (
+	// RunnerFinalizer makes a Runner's deletion purge its Nomad job first.
+	RunnerFinalizer = "execution.nomadrunner.io/nomad-job"
+	// JobIDAnnotation and NomadNamespaceAnnotation fix a runner's Nomad job
+	// identity when the runner is created, before the job is registered: a
+	// registration retried after a crash uses the same ID, and check-index 0
+	// turns it into a no-op instead of a second job.
+	JobIDAnnotation          = "execution.nomadrunner.io/nomad-job-id"
+	NomadNamespaceAnnotation = "execution.nomadrunner.io/nomad-namespace"
+	// jobIDIndex indexes Runners by Nomad job ID, for mapping Nomad events.
+	jobIDIndex = "nomadJobID"
+)
+
+// RunnerReconciler owns one runner's Nomad job: registers it, maps its
+// allocation to the runner's phase, enforces the claim's inactivity timeout and
+// purges the job when the runner is deleted.
+type RunnerReconciler struct {
+	client.Client
+	Bridge   nomadbridge.Client
+	Renderer *Renderer
+	Recorder events.EventRecorder
+	Clock    clock.PassiveClock
+	// NomadEvents carries runners to reconcile because Nomad said something
+	// about their job (see NomadEventSource).
+	NomadEvents <-chan event.GenericEvent
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	runner := &v1alpha1.Runner{}
+	if err := r.Get(ctx, req.NamespacedName, runner); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	logger := log.FromContext(ctx).WithValues("Runner", klog.KObj(runner), "nomadJobID", runner.Annotations[JobIDAnnotation])
+	ctx = log.IntoContext(ctx, logger)
+
+	if !runner.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.reconcileDelete(ctx, runner)
+	}
+	if runner.Annotations[JobIDAnnotation] == "" {
+		// Not made by this operator's EE controller; nothing of ours to drive.
+		return ctrl.Result{}, nil
+	}
+	return r.reconcileNormal(ctx, runner)
+}
+
+func (r *RunnerReconciler) reconcileDelete(ctx context.Context, runner *v1alpha1.Runner) error {
+	if !controllerutil.ContainsFinalizer(runner, RunnerFinalizer) {
+		return nil
+	}
+	jobID := runner.Annotations[JobIDAnnotation]
+	if runner.Annotations[v1alpha1.SkipNomadCleanupAnnotation] == "true" {
+		log.FromContext(ctx).Info("Skipping Nomad cleanup of Runner on request", "annotation", v1alpha1.SkipNomadCleanupAnnotation)
+	} else if jobID != "" {
+		if err := r.Bridge.PurgeJob(ctx, runner.Annotations[NomadNamespaceAnnotation], jobID); err != nil {
+			r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, "FailedPurge", "Delete",
+				"Purging Nomad job %s failed (retrying; annotate %s=true to skip): %v", jobID, v1alpha1.SkipNomadCleanupAnnotation, err)
+			return err
+		}
+	}
+	patch := client.MergeFrom(runner.DeepCopy())
+	controllerutil.RemoveFinalizer(runner, RunnerFinalizer)
+	if err := r.Patch(ctx, runner, patch); err != nil {
+		return fmt.Errorf("remove finalizer of runner %s: %w", runner.Name, err)
+	}
+	return nil
+}
+
+func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1.Runner) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	jobID := runner.Annotations[JobIDAnnotation]
+	namespace := runner.Annotations[NomadNamespaceAnnotation]
+	before := runner.DeepCopy()
+
+	if runner.Status.Phase == "" {
+		registered, err := r.register(ctx, runner)
+		if err != nil || !registered {
+			return ctrl.Result{}, err
+		}
+		runner.Status.Phase = v1alpha1.RunnerPending
+		runner.Status.NomadJobID = jobID
+		runner.Status.NomadNamespace = namespace
+	}
+	if runner.Status.Phase != v1alpha1.RunnerFailed {
+		allocs, err := r.Bridge.JobAllocations(ctx, namespace, jobID)
+		switch {
+		case errors.Is(err, nomadbridge.ErrJobNotFound):
+			failRunner(runner, v1alpha1.ReasonNomadJobLost, fmt.Sprintf("Nomad job %s is gone.", jobID))
+		case err != nil:
+			return ctrl.Result{}, err
+		default:
+			observeAllocations(runner, allocs)
+		}
+	}
+	if before.Status.Phase != runner.Status.Phase {
+		logger.Info("Runner changed phase", "from", before.Status.Phase, "to", runner.Status.Phase, "reason", runner.Status.Reason)
+		if runner.Status.Phase == v1alpha1.RunnerFailed {
+			r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, runner.Status.Reason, "Observe", "%s", runner.Status.Message)
+		}
+	}
+	if err := r.writeStatus(ctx, runner, before); err != nil {
+		if apierrors.IsConflict(err) {
+			// We worked on a stale copy (a claim, a renewal or our own last write
+			// is newer); its watch event brings us back with the fresh one.
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	return r.enforceInactivity(ctx, runner)
+}
+
+// register registers the runner's job; false means "not now" (the environment
+// is gone, or its template changed since the runner was made: the environment
+// controller replaces such a runner).
+func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner) (bool, error) {
+	ee := &v1alpha1.ExecutionEnvironment{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runner.Spec.Environment}, ee); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	envJob, hash, err := r.Renderer.Render(ctx, ee)
+	if err != nil {
+		if errors.Is(err, nomadbridge.ErrInvalidJob) {
+			return false, nil // the environment reports it
+		}
+		return false, err
+	}
+	if hash != runner.Spec.TemplateHash {
+		return false, nil
+	}
+	jobID := runner.Annotations[JobIDAnnotation]
+	job := nomadbridge.ForRunner(envJob, jobID, nomadbridge.RunnerMeta{
+		Instance: r.Bridge.Instance(), Namespace: runner.Namespace, Environment: runner.Spec.Environment, Runner: runner.Name,
+	})
+	switch err := r.Bridge.RegisterRunnerJob(ctx, job); {
+	case errors.Is(err, nomadbridge.ErrJobExists):
+		log.FromContext(ctx).Info("Nomad job of Runner was already registered")
+	case err != nil:
+		r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, "FailedRegister", "Register", "Registering Nomad job %s failed: %v", jobID, err)
+		return false, err
+	default:
+		r.Recorder.Eventf(runner, nil, corev1.EventTypeNormal, "Registered", "Register", "Registered Nomad job %s", jobID)
+	}
+	return true, nil
+}
+
+// observeAllocations maps the job's allocations to the runner's phase. A runner
+// only moves forward: once Claimed it can only fail, and anything that makes the
+// allocation a different one (a restart, a replacement) fails it.
+func observeAllocations(runner *v1alpha1.Runner, allocs []*nomad.AllocationListStub) {
+	if len(allocs) == 0 {
+		if runner.Status.AllocationID != "" {
+			runner.Status.AllocationID = ""
+		}
+		return // waiting for an evaluation or for capacity: stays Pending
+	}
+	alloc := allocs[0]
+	if runner.Status.AllocationID != "" && runner.Status.AllocationID != alloc.ID {
+		failRunner(runner, v1alpha1.ReasonAllocationFailed, fmt.Sprintf("Allocation %s was replaced by %s.", short(runner.Status.AllocationID), short(alloc.ID)))
+		return
+	}
+	runner.Status.AllocationID = alloc.ID
+	runner.Status.NodeName = alloc.NodeName
+	for name, ts := range alloc.TaskStates {
+		if ts == nil {
+			continue
+		}
+		if reason, msg, bad := taskTrouble(name, ts); bad {
+			failRunner(runner, reason, msg)
+			return
+		}
+	}
+	switch alloc.ClientStatus {
+	case nomad.AllocClientStatusRunning:
+		if runner.Status.Phase == v1alpha1.RunnerPending {
+			runner.Status.Phase = v1alpha1.RunnerIdle
+			runner.Status.Reason, runner.Status.Message = "", ""
+		}
+	case nomad.AllocClientStatusFailed, nomad.AllocClientStatusLost, nomad.AllocClientStatusComplete:
+		failRunner(runner, v1alpha1.ReasonAllocationFailed, fmt.Sprintf("Allocation %s is %s: %s.", short(alloc.ID), alloc.ClientStatus, alloc.ClientDescription))
+	}
+	if alloc.DesiredStatus == nomad.AllocDesiredStatusStop && runner.Status.Phase != v1alpha1.RunnerFailed {
+		failRunner(runner, v1alpha1.ReasonNomadJobLost, fmt.Sprintf("Allocation %s was stopped in Nomad.", short(alloc.ID)))
+	}
+}
+
+// taskTrouble reports a task that was OOM-killed, restarted or failed.
+func taskTrouble(task string, ts *nomad.TaskState) (reason, message string, bad bool) {
+	for _, e := range ts.Events {
+		if e != nil && e.Type == nomad.TaskTerminated && e.Details["oom_killed"] == "true" {
+			return v1alpha1.ReasonOOMKilled, fmt.Sprintf("Task %s ran out of memory and was killed.", task), true
+		}
+	}
+	if ts.Restarts > 0 {
+		return v1alpha1.ReasonAllocationRestart, fmt.Sprintf("Task %s restarted %d times; a restarted runner is a different runner.", task, ts.Restarts), true
+	}
+	if ts.Failed || ts.State == "dead" {
+		msg := fmt.Sprintf("Task %s is %s.", task, ts.State)
+		if n := len(ts.Events); n > 0 && ts.Events[n-1] != nil && ts.Events[n-1].DisplayMessage != "" {
+			msg = fmt.Sprintf("Task %s is %s: %s.", task, ts.State, strings.TrimSuffix(ts.Events[n-1].DisplayMessage, "."))
+		}
+		return v1alpha1.ReasonAllocationFailed, msg, true
+	}
+	return "", "", false
+}
+
+func failRunner(runner *v1alpha1.Runner, reason, message string) {
+	runner.Status.Phase = v1alpha1.RunnerFailed
+	runner.Status.Reason, runner.Status.Message = reason, message
+}
+
+// enforceInactivity deletes a claimed (or failed, claimed) runner whose holder
+// stopped renewing, and otherwise asks to be called back at the deadline.
+func (r *RunnerReconciler) enforceInactivity(ctx context.Context, runner *v1alpha1.Runner) (ctrl.Result, error) {
+	c := runner.Status.Claim
+	if c == nil || c.InactivityTimeoutSeconds <= 0 {
+		return ctrl.Result{}, nil
+	}
+	last := c.ClaimedAt.Time
+	if c.LastActivityTime != nil && c.LastActivityTime.After(last) {
+		last = c.LastActivityTime.Time
+	}
+	deadline := last.Add(time.Duration(c.InactivityTimeoutSeconds) * time.Second)
+	if wait := deadline.Sub(r.Clock.Now()); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	log.FromContext(ctx).Info("Deleting Runner after claim inactivity", "holder", c.Holder, "lastActivity", last)
+	r.Recorder.Eventf(runner, nil, corev1.EventTypeNormal, v1alpha1.ReasonInactivityTimeout, "Delete",
+		"Holder %s did not renew the claim for %ds; deleting the runner", c.Holder, c.InactivityTimeoutSeconds)
+	// Precondition on the version we judged: a renewal meanwhile wins.
+	err := r.Delete(ctx, runner, client.Preconditions{UID: &runner.UID, ResourceVersion: &runner.ResourceVersion})
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{}, err
+}
+
+// writeStatus patches the fields this controller owns, with an optimistic lock:
+// if a client claimed or renewed the runner since it was read, the patch fails
+// with a conflict and the reconcile runs again on fresh data. A claim is never
+// overwritten. It also keeps the state label in step with the phase.
+func (r *RunnerReconciler) writeStatus(ctx context.Context, runner, before *v1alpha1.Runner) error {
+	runner.Status.ObservedGeneration = runner.Generation
+	setCondition(&runner.Status.Conditions, readyCondition(runner))
+	if !equality.Semantic.DeepEqual(before.Status, runner.Status) {
+		if err := r.Status().Patch(ctx, runner, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+			return fmt.Errorf("write status of runner %s: %w", runner.Name, err)
+		}
+	}
+	return r.syncStateLabel(ctx, runner)
+}
+
+func (r *RunnerReconciler) syncStateLabel(ctx context.Context, runner *v1alpha1.Runner) error {
+	want := strings.ToLower(string(runner.Status.Phase))
+	if want == "" || runner.Labels[v1alpha1.StateLabel] == want {
+		return nil
+	}
+	patch := client.MergeFrom(runner.DeepCopy())
+	if runner.Labels == nil {
+		runner.Labels = map[string]string{}
+	}
+	runner.Labels[v1alpha1.StateLabel] = want
+	if err := r.Patch(ctx, runner, patch); err != nil {
+		return fmt.Errorf("label runner %s %s: %w", runner.Name, want, err)
+	}
+	return nil
+}
+
+func readyCondition(runner *v1alpha1.Runner) metav1.Condition {
+	c := metav1.Condition{Type: v1alpha1.ReadyCondition, ObservedGeneration: runner.Generation}
+	switch runner.Status.Phase {
+	case v1alpha1.RunnerIdle, v1alpha1.RunnerClaimed:
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, v1alpha1.ReasonAsExpected, "Allocation "+short(runner.Status.AllocationID)+" is running."
+	case v1alpha1.RunnerFailed:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, runner.Status.Reason, runner.Status.Message
+	default:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Pending", "Waiting for the Nomad allocation to run."
+	}
+	if c.Reason == "" {
+		c.Reason = v1alpha1.ReasonInternalError
+	}
+	return c
+}
+
+// setCondition sets c, keeping the transition time when the status is unchanged.
+func setCondition(conds *[]metav1.Condition, c metav1.Condition) {
+	meta.SetStatusCondition(conds, c)
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+// SetupWithManager registers the controller, the job-ID index and the Nomad
+// event channel.
+func (r *RunnerReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts controller.Options) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.Runner{}, jobIDIndex, func(o client.Object) []string {
+		if id := o.GetAnnotations()[JobIDAnnotation]; id != "" {
+			return []string{id}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("index runners by nomad job id: %w", err)
+	}
+	b := ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.Runner{}).
+		WithOptions(opts).
+		Named("runner")
+	if r.NomadEvents != nil {
+		b = b.WatchesRawSource(source.Channel(r.NomadEvents, &handler.EnqueueRequestForObject{}))
+	}
+	return b.Complete(r)
+}

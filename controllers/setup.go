@@ -1,0 +1,71 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+)
+
+// Options configure the controllers; main.go and the test suites fill them.
+type Options struct {
+	Bridge nomadbridge.Client
+	// DefaultTemplate is the runner job (HCL or JSON) for environments without
+	// templateJob ("": nomadbridge.DefaultTemplate).
+	DefaultTemplate string
+	// Clock drives inactivity timeouts (nil: the real clock).
+	Clock clock.PassiveClock
+	// MaxConcurrentReconciles per controller (0: 4).
+	MaxConcurrentReconciles int
+	// OrphanInterval is how often orphaned Nomad jobs are collected (0: 5 min).
+	OrphanInterval time.Duration
+}
+
+// Setup registers both controllers, the Nomad event source and the orphan
+// collector with mgr.
+func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.MaxConcurrentReconciles == 0 {
+		o.MaxConcurrentReconciles = 4
+	}
+	renderer := &Renderer{Bridge: o.Bridge, DefaultTemplate: o.DefaultTemplate}
+	nomadEvents := make(chan event.GenericEvent, 1024)
+	opts := controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}
+
+	if err := (&RunnerReconciler{
+		Client:      mgr.GetClient(),
+		Bridge:      o.Bridge,
+		Renderer:    renderer,
+		Recorder:    mgr.GetEventRecorder("runner-controller"),
+		Clock:       o.Clock,
+		NomadEvents: nomadEvents,
+	}).SetupWithManager(ctx, mgr, opts); err != nil {
+		return fmt.Errorf("set up runner controller: %w", err)
+	}
+	if err := (&ExecutionEnvironmentReconciler{
+		Client:            mgr.GetClient(),
+		Bridge:            o.Bridge,
+		Renderer:          renderer,
+		Recorder:          mgr.GetEventRecorder("executionenvironment-controller"),
+		Expectations:      NewExpectations(o.Clock.Now),
+		MaxCreatesPerPass: 50,
+		MaxSurge:          1,
+	}).SetupWithManager(mgr, opts); err != nil {
+		return fmt.Errorf("set up executionenvironment controller: %w", err)
+	}
+	if err := mgr.Add(&NomadEventSource{Bridge: o.Bridge, Reader: mgr.GetClient(), Out: nomadEvents}); err != nil {
+		return fmt.Errorf("add nomad event source: %w", err)
+	}
+	if err := mgr.Add(&OrphanCollector{Bridge: o.Bridge, APIReader: mgr.GetAPIReader(), Interval: o.OrphanInterval}); err != nil {
+		return fmt.Errorf("add orphan collector: %w", err)
+	}
+	return nil
+}
