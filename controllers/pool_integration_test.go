@@ -318,4 +318,63 @@ var _ = Describe("The prewarmed pool", func() {
 	}, SpecTimeout(60*time.Second))
 })
 
+var _ = Describe("Claims and orphans", func() {
+	var ns string
+	BeforeEach(func(ctx context.Context) { ns = newNamespace(ctx) })
+
+	It("destroys a claimed runner whose holder stops renewing, keeps a renewed one, and refills the pool", func(ctx SpecContext) {
+		newEnvironment(ctx, ns, "python", 2)
+		idle := expectIdlePool(ctx, ns, "python", 2, 0)
+		quiet, busy := idle[0], idle[1]
+		for _, r := range []*v1alpha1.Runner{&quiet, &busy} {
+			patch := fmt.Sprintf(`[{"op":"test","path":"/status/phase","value":"Idle"},
+				{"op":"replace","path":"/status/phase","value":"Claimed"},
+				{"op":"add","path":"/status/claim","value":{"holder":"dave","token":"t-%s","claimedAt":%q,"inactivityTimeoutSeconds":3}}]`,
+				r.Name, time.Now().UTC().Format(time.RFC3339))
+			Expect(k8sClient.Status().Patch(ctx, r, client.RawPatch(types.JSONPatchType, []byte(patch)))).To(Succeed())
+		}
+		// Renew the busy one every second for 8 s, well past the 3 s timeout.
+		renewUntil := time.Now().Add(8 * time.Second)
+		for time.Now().Before(renewUntil) {
+			patch := fmt.Sprintf(`{"status":{"claim":{"lastActivityTime":%q}}}`, time.Now().UTC().Format(time.RFC3339))
+			Expect(k8sClient.Status().Patch(ctx, &busy, client.RawPatch(types.MergePatchType, []byte(patch)))).To(Succeed())
+			time.Sleep(time.Second)
+		}
+		err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&quiet), &v1alpha1.Runner{})
+		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the unrenewed runner must be gone, got %v", err)
+		r := &v1alpha1.Runner{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(&busy), r)).To(Succeed())
+		Expect(r.Status.Phase).To(Equal(v1alpha1.RunnerClaimed))
+		Eventually(func(g Gomega) {
+			g.Expect(nomadJobsOf(ctx, g, ns, "python")).NotTo(HaveKey(quiet.Status.NomadJobID))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		expectIdlePool(ctx, ns, "python", 2, 1)
+	}, SpecTimeout(180*time.Second))
+
+	It("purges a Nomad job that carries this operator's meta but has no Runner", func(ctx SpecContext) {
+		orphanID := nomadbridge.NewRunnerJobID("python")
+		task := nomad.NewTask("runner", "raw_exec").SetConfig("command", "/bin/sleep").SetConfig("args", []string{"3600"})
+		task.Resources = &nomad.Resources{CPU: ptrTo(50), MemoryMB: ptrTo(32)}
+		job := nomad.NewServiceJob(orphanID, orphanID, "global", 50)
+		job.Datacenters = []string{"*"}
+		job.AddTaskGroup(nomad.NewTaskGroup("runner", 1).AddTask(task))
+		job.Meta = nomadbridge.RunnerMeta{Instance: instance, Namespace: ns, Environment: "python", Runner: "python-gone1"}.Map()
+		Expect(bridge.RegisterRunnerJob(ctx, job)).To(Succeed())
+
+		otherInstance := nomadbridge.NewRunnerJobID("python")
+		job.ID, job.Name = &otherInstance, &otherInstance
+		job.Meta = nomadbridge.RunnerMeta{Instance: "someone-else", Namespace: ns, Environment: "python", Runner: "python-gone2"}.Map()
+		_, _, err := nomadAPI.Jobs().Register(job, nil)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { _, _, _ = nomadAPI.Jobs().Deregister(otherInstance, true, nil) })
+
+		Eventually(func() error {
+			_, _, err := nomadAPI.Jobs().Info(orphanID, nil)
+			return err
+		}).WithTimeout(30 * time.Second).Should(MatchError(ContainSubstring("404")))
+		_, _, err = nomadAPI.Jobs().Info(otherInstance, nil)
+		Expect(err).NotTo(HaveOccurred(), "another operator instance's job must survive")
+	}, SpecTimeout(60*time.Second))
+})
+
 func ptrTo[T any](v T) *T { return &v }
