@@ -17,6 +17,7 @@ import (
 func (r *ExecutionEnvironmentReconciler) computeStatus(ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner, reconcileErr error) {
 	s := &ee.Status
 	s.IdleRunners, s.ClaimedRunners, s.PendingRunners, s.FailedRunners = 0, 0, 0, 0
+	waiting := 0
 	for _, rn := range runners {
 		if !rn.DeletionTimestamp.IsZero() {
 			continue
@@ -30,10 +31,13 @@ func (r *ExecutionEnvironmentReconciler) computeStatus(ee *v1alpha1.ExecutionEnv
 			s.FailedRunners++
 		default:
 			s.PendingRunners++
+			if rn.Status.Reason == v1alpha1.ReasonWaitingForNomad {
+				waiting++
+			}
 		}
 	}
 	s.Selector = Selector(ee)
-	setPoolFilledCondition(ee)
+	setPoolFilledCondition(ee, waiting)
 	setReadyCondition(ee)
 	if reconcileErr == nil {
 		s.ObservedGeneration = ee.Generation
@@ -70,11 +74,14 @@ func setNomadCondition(ee *v1alpha1.ExecutionEnvironment, err error) {
 	setCond(ee, v1alpha1.NomadReachableCondition, true, v1alpha1.ReasonAsExpected, "Nomad answers.")
 }
 
-func setPoolFilledCondition(ee *v1alpha1.ExecutionEnvironment) {
+func setPoolFilledCondition(ee *v1alpha1.ExecutionEnvironment, waiting int) {
 	s, target := ee.Status, ee.Spec.PrewarmingPoolSize
 	switch {
 	case s.IdleRunners == target:
 		setCond(ee, v1alpha1.PoolFilledCondition, true, v1alpha1.ReasonAsExpected, fmt.Sprintf("%d of %d idle runners ready.", s.IdleRunners, target))
+	case s.IdleRunners < target && waiting > 0:
+		setCond(ee, v1alpha1.PoolFilledCondition, false, v1alpha1.ReasonWaitingForNomad,
+			fmt.Sprintf("%d of %d idle runners ready; %d runners wait for Nomad capacity (see their status.message).", s.IdleRunners, target, waiting))
 	case s.IdleRunners < target:
 		setCond(ee, v1alpha1.PoolFilledCondition, false, v1alpha1.ReasonScalingUp,
 			fmt.Sprintf("%d of %d idle runners ready, %d pending.", s.IdleRunners, target, s.PendingRunners))

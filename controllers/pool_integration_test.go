@@ -318,6 +318,49 @@ var _ = Describe("The prewarmed pool", func() {
 	}, SpecTimeout(60*time.Second))
 })
 
+var _ = Describe("A pool Nomad cannot place", func() {
+	It("holds its runners as Pending with Nomad's reason instead of churning them", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		ee := &v1alpha1.ExecutionEnvironment{
+			ObjectMeta: metav1.ObjectMeta{Name: "huge", Namespace: ns},
+			Spec: v1alpha1.ExecutionEnvironmentSpec{
+				// More memory than the dev node has (16 GiB).
+				Image: "python:3.13", PrewarmingPoolSize: 2, CPULimit: 50, MemoryLimit: 100000, TemplateJob: rawExecTemplate,
+			},
+		}
+		Expect(k8sClient.Create(ctx, ee)).To(Succeed())
+		var names []string
+		Eventually(func(g Gomega) {
+			all := runnersOf(ctx, g, ns, "huge")
+			g.Expect(all).To(HaveLen(2))
+			names = nil
+			for _, r := range all {
+				g.Expect(r.Status.Phase).To(Equal(v1alpha1.RunnerPending))
+				g.Expect(r.Status.Reason).To(Equal(v1alpha1.ReasonWaitingForNomad))
+				g.Expect(r.Status.Message).To(ContainSubstring("memory"))
+				names = append(names, r.Name)
+			}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), ee)).To(Succeed())
+			c := meta.FindStatusCondition(ee.Status.Conditions, v1alpha1.PoolFilledCondition)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonWaitingForNomad))
+			g.Expect(ee.Status.PendingRunners).To(BeEquivalentTo(2))
+		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		Consistently(func(g Gomega) {
+			var now []string
+			for _, r := range runnersOf(ctx, g, ns, "huge") {
+				now = append(now, r.Name)
+			}
+			g.Expect(now).To(ConsistOf(names), "runners waiting for capacity must not be replaced")
+			g.Expect(nomadJobsOf(ctx, g, ns, "huge")).To(HaveLen(2))
+		}).WithTimeout(5 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		Expect(k8sClient.Delete(ctx, ee)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(nomadJobsOf(ctx, g, ns, "huge")).To(BeEmpty())
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+	}, SpecTimeout(120*time.Second))
+})
+
 var _ = Describe("Claims and orphans", func() {
 	var ns string
 	BeforeEach(func(ctx context.Context) { ns = newNamespace(ctx) })

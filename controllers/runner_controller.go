@@ -122,7 +122,23 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 			return ctrl.Result{}, err
 		default:
 			observeAllocations(runner, allocs)
+			if len(allocs) == 0 {
+				// Held as Pending, never deleted and recreated: say why it waits.
+				why, err := r.Bridge.PlacementFailure(ctx, namespace, jobID)
+				if err != nil {
+					return ctrl.Result{}, err
+				}
+				if why != "" {
+					runner.Status.Reason = v1alpha1.ReasonWaitingForNomad
+					runner.Status.Message = "Nomad cannot place the runner yet: " + why + "."
+				} else {
+					runner.Status.Reason, runner.Status.Message = "", ""
+				}
+			}
 		}
+	}
+	if runner.Status.Reason == v1alpha1.ReasonWaitingForNomad && before.Status.Reason != runner.Status.Reason {
+		r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, v1alpha1.ReasonWaitingForNomad, "Schedule", "%s", runner.Status.Message)
 	}
 	if before.Status.Phase != runner.Status.Phase {
 		logger.Info("Runner changed phase", "from", before.Status.Phase, "to", runner.Status.Phase, "reason", runner.Status.Reason)
@@ -304,8 +320,13 @@ func readyCondition(runner *v1alpha1.Runner) metav1.Condition {
 		c.Status, c.Reason, c.Message = metav1.ConditionTrue, v1alpha1.ReasonAsExpected, "Allocation "+short(runner.Status.AllocationID)+" is running."
 	case v1alpha1.RunnerFailed:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, runner.Status.Reason, runner.Status.Message
-	default:
+	case v1alpha1.RunnerPending:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Pending", "Waiting for the Nomad allocation to run."
+		if runner.Status.Reason != "" {
+			c.Reason, c.Message = runner.Status.Reason, runner.Status.Message
+		}
+	default:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Pending", "Waiting for the Nomad job to be registered."
 	}
 	if c.Reason == "" {
 		c.Reason = v1alpha1.ReasonInternalError

@@ -58,6 +58,11 @@ type Client interface {
 	// final Events may carry the error. Heartbeats are passed through.
 	Events(ctx context.Context, index uint64) (<-chan *nomad.Events, error)
 
+	// PlacementFailure explains why Nomad could not place a job's allocation
+	// (its latest evaluation's failed placements, e.g. "Resources exhausted on
+	// 1 nodes: memory"), or returns "" when nothing failed to place.
+	PlacementFailure(ctx context.Context, namespace, jobID string) (string, error)
+
 	// MemoryOversubscription tells whether Nomad's scheduler honours memory_max.
 	MemoryOversubscription(ctx context.Context) (bool, error)
 

@@ -144,6 +144,57 @@ func (c *NomadClient) ValidateJob(ctx context.Context, job *nomad.Job) error {
 	return nil
 }
 
+// PlacementFailure implements Client.
+func (c *NomadClient) PlacementFailure(ctx context.Context, namespace, jobID string) (string, error) {
+	q := (&nomad.QueryOptions{Namespace: namespace}).WithContext(ctx)
+	evals, _, err := c.api.Jobs().Evaluations(jobID, q)
+	if err != nil {
+		if isNotFound(err) {
+			return "", fmt.Errorf("list evaluations of runner job %s: %w", jobID, ErrJobNotFound)
+		}
+		return "", fmt.Errorf("list evaluations of runner job %s: %w", jobID, err)
+	}
+	var latest *nomad.Evaluation
+	for _, e := range evals {
+		if len(e.FailedTGAllocs) > 0 && (latest == nil || e.CreateIndex > latest.CreateIndex) {
+			latest = e
+		}
+	}
+	if latest == nil {
+		return "", nil
+	}
+	var parts []string
+	for _, m := range latest.FailedTGAllocs {
+		parts = append(parts, describePlacementFailure(m))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; "), nil
+}
+
+// describePlacementFailure says in a sentence what `nomad job status` shows
+// under "Placement Failure".
+func describePlacementFailure(m *nomad.AllocationMetric) string {
+	var why []string
+	for dim, n := range m.DimensionExhausted {
+		why = append(why, fmt.Sprintf("%s exhausted on %d nodes", dim, n))
+	}
+	for c, n := range m.ConstraintFiltered {
+		why = append(why, fmt.Sprintf("constraint %s filtered %d nodes", c, n))
+	}
+	for class, n := range m.ClassFiltered {
+		why = append(why, fmt.Sprintf("class %s filtered %d nodes", class, n))
+	}
+	sort.Strings(why)
+	msg := fmt.Sprintf("no node fits (%d evaluated, %d filtered, %d exhausted)", m.NodesEvaluated, m.NodesFiltered, m.NodesExhausted)
+	if m.NodesInPool == 0 && m.NodesEvaluated == 0 {
+		msg = "no node is available in the job's datacenters and node pool"
+	}
+	if len(why) > 0 {
+		msg += ": " + strings.Join(why, ", ")
+	}
+	return msg
+}
+
 // MemoryOversubscription implements Client.
 func (c *NomadClient) MemoryOversubscription(ctx context.Context) (bool, error) {
 	resp, _, err := c.api.Operator().SchedulerGetConfiguration((&nomad.QueryOptions{}).WithContext(ctx))
