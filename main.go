@@ -14,6 +14,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -38,18 +39,24 @@ func main() {
 		metricsAddr          string
 		probeAddr            string
 		enableLeaderElection bool
+		leaderElectionNS     string
 		nomadConfig          nomadbridge.Config
 		defaultTemplateFile  string
 		orphanInterval       time.Duration
+		resyncPeriod         time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the metrics endpoint binds to; \"0\" disables it")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the health and readiness probes bind to")
 	flag.BoolVar(&enableLeaderElection, "leader-elect", false,
 		"enable leader election, so that of several replicas only one reconciles at a time")
+	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "",
+		"namespace of the leader election lease; needed when running outside the cluster (in-cluster default: the pod's namespace)")
 	flag.StringVar(&defaultTemplateFile, "default-template-file", "",
-		"file with the Nomad job (HCL or JSON) used for environments without spec.templateJob; default: a docker task kept alive with `sleep infinity`")
+		"file with the Nomad job (HCL or JSON) used for environments without spec.templateJob; default: a docker task kept alive with sleep infinity")
 	flag.DurationVar(&orphanInterval, "orphan-collection-interval", 5*time.Minute,
 		"how often Nomad jobs of this operator instance without a Runner are purged")
+	flag.DurationVar(&resyncPeriod, "resync-period", 10*time.Minute,
+		"how often every object is reconciled again as a safety net (jittered); Nomad's event stream drives the normal work")
 	nomadConfig.BindFlags(flag.CommandLine)
 	opts := zap.Options{Development: true}
 	opts.BindFlags(flag.CommandLine)
@@ -73,11 +80,13 @@ func main() {
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
-		HealthProbeBindAddress: probeAddr,
-		LeaderElection:         enableLeaderElection,
-		LeaderElectionID:       "5e1f2a7c.execution.nomadrunner.io",
+		Scheme:                  scheme,
+		Cache:                   cache.Options{SyncPeriod: &resyncPeriod},
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          enableLeaderElection,
+		LeaderElectionID:        "5e1f2a7c.execution.nomadrunner.io",
+		LeaderElectionNamespace: leaderElectionNS,
 		// The manager ends only after the leader lease is given up, so a
 		// replacement takes over at once instead of waiting out the lease.
 		LeaderElectionReleaseOnCancel: true,
