@@ -1,0 +1,103 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+)
+
+// streamBridge is a small fake of our own nomadbridge.Client: only the event
+// stream, each call handing out the next prepared stream and recording the
+// index asked for. The real stream is exercised by the integration suites.
+type streamBridge struct {
+	nomadbridge.Client
+	mu      sync.Mutex
+	indexes []uint64
+	streams []chan *nomad.Events
+}
+
+func (b *streamBridge) Events(_ context.Context, index uint64) (<-chan *nomad.Events, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.indexes = append(b.indexes, index)
+	if len(b.streams) == 0 {
+		return nil, errors.New("no more streams")
+	}
+	ch := b.streams[0]
+	b.streams = b.streams[1:]
+	return ch, nil
+}
+
+func runnerWithJob(name, jobID string) *v1alpha1.Runner {
+	return &v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{
+		Name: name, Namespace: "ns", Annotations: map[string]string{JobIDAnnotation: jobID},
+	}}
+}
+
+func TestNomadEventSourceResumesFromLastIndexAndResyncs(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	jobA, jobB := nomadbridge.NewRunnerJobID("python"), nomadbridge.NewRunnerJobID("python")
+	reader := fake.NewClientBuilder().WithScheme(scheme).
+		WithObjects(runnerWithJob("python-a", jobA), runnerWithJob("python-b", jobB)).
+		WithIndex(&v1alpha1.Runner{}, jobIDIndex, func(o client.Object) []string {
+			return []string{o.GetAnnotations()[JobIDAnnotation]}
+		}).Build()
+
+	first, second := make(chan *nomad.Events, 4), make(chan *nomad.Events, 4)
+	first <- &nomad.Events{Index: 41, Events: []nomad.Event{{Topic: nomad.TopicJob, Key: jobA, Index: 41}}}
+	first <- &nomad.Events{Index: 42, Events: []nomad.Event{{Topic: nomad.TopicJob, Key: "someone-elses-job", Index: 42}}}
+	close(first) // the connection drops
+	bridge := &streamBridge{streams: []chan *nomad.Events{first, second}}
+
+	out := make(chan event.GenericEvent, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- (&NomadEventSource{Bridge: bridge, Reader: reader, Out: out}).Start(ctx) }()
+
+	// Connect: a resync of both runners, then the event for runner a.
+	// Reconnect: a resync of both again.
+	want := []string{"python-a", "python-b", "python-a", "python-a", "python-b"}
+	var got []string
+	timeout := time.After(10 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case e := <-out:
+			got = append(got, e.Object.GetName())
+		case <-timeout:
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Start returned %v", err)
+	}
+	// Resyncs list in name order; the event for a sits between them.
+	if got[2] != "python-a" || len(got) != 5 {
+		t.Errorf("events %v, want %v", got, want)
+	}
+	bridge.mu.Lock()
+	defer bridge.mu.Unlock()
+	if len(bridge.indexes) < 2 || bridge.indexes[0] != 0 || bridge.indexes[1] != 43 {
+		t.Errorf("stream opened at indexes %v, want [0 43 ...]: resume after the last event seen", bridge.indexes)
+	}
+	select {
+	case e := <-out:
+		t.Errorf("unexpected extra event for %s (the foreign job must map to nothing)", e.Object.GetName())
+	default:
+	}
+}
