@@ -318,6 +318,27 @@ var _ = Describe("The prewarmed pool", func() {
 	}, SpecTimeout(60*time.Second))
 })
 
+var _ = Describe("A pool with network access", func() {
+	It("reports the host ports Nomad mapped for the exposed ports", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		ee := &v1alpha1.ExecutionEnvironment{
+			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+			Spec: v1alpha1.ExecutionEnvironmentSpec{
+				Image: "python:3.13", PrewarmingPoolSize: 1, CPULimit: 50, MemoryLimit: 32, TemplateJob: rawExecTemplate,
+				NetworkAccess: true, ExposedPorts: []int32{8080},
+			},
+		}
+		Expect(k8sClient.Create(ctx, ee)).To(Succeed())
+		idle := expectIdlePool(ctx, ns, "web", 1, 0)
+		Expect(idle[0].Status.Ports).To(HaveLen(1))
+		p := idle[0].Status.Ports[0]
+		Expect(p.Label).To(Equal("port-8080"))
+		Expect(p.To).To(BeEquivalentTo(8080))
+		Expect(p.Port).To(BeNumerically(">", 0))
+		Expect(idle[0].Status.Address).To(Equal("127.0.0.1"))
+	}, SpecTimeout(90*time.Second))
+})
+
 var _ = Describe("A pool Nomad cannot place", func() {
 	It("holds its runners as Pending with Nomad's reason instead of churning them", func(ctx SpecContext) {
 		ns := newNamespace(ctx)

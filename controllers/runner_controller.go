@@ -122,6 +122,12 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 			return ctrl.Result{}, err
 		default:
 			observeAllocations(runner, allocs)
+			if before.Status.Phase != v1alpha1.RunnerIdle && runner.Status.Phase == v1alpha1.RunnerIdle {
+				// Ports are fixed for an allocation's life: read them once, as it turns Idle.
+				if err := r.observePorts(ctx, runner); err != nil {
+					return ctrl.Result{}, err
+				}
+			}
 			if len(allocs) == 0 {
 				// Held as Pending, never deleted and recreated: say why it waits.
 				why, err := r.Bridge.PlacementFailure(ctx, namespace, jobID)
@@ -155,6 +161,21 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 		return ctrl.Result{}, err
 	}
 	return r.enforceInactivity(ctx, runner)
+}
+
+func (r *RunnerReconciler) observePorts(ctx context.Context, runner *v1alpha1.Runner) error {
+	ports, err := r.Bridge.AllocationPorts(ctx, runner.Status.NomadNamespace, runner.Status.AllocationID)
+	if err != nil {
+		return err
+	}
+	runner.Status.Ports, runner.Status.Address = nil, ""
+	for _, p := range ports {
+		runner.Status.Ports = append(runner.Status.Ports, v1alpha1.RunnerPort{
+			Label: p.Label, HostIP: p.HostIP, Port: int32(p.Value), To: int32(p.To),
+		})
+		runner.Status.Address = p.HostIP
+	}
+	return nil
 }
 
 // register registers the runner's job; false means "not now" (the environment

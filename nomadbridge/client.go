@@ -41,6 +41,10 @@ type Client interface {
 	// does not exist returns ErrJobNotFound.
 	JobAllocations(ctx context.Context, namespace, jobID string) ([]*nomad.AllocationListStub, error)
 
+	// AllocationPorts returns the host ports Nomad mapped for an allocation
+	// (the job allocations list does not carry them).
+	AllocationPorts(ctx context.Context, namespace, allocID string) ([]nomad.PortMapping, error)
+
 	// ListRunnerJobs lists, across all namespaces, the jobs whose meta names this
 	// operator instance. Jobs of other instances and foreign jobs are never listed.
 	ListRunnerJobs(ctx context.Context) ([]JobRef, error)

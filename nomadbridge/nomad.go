@@ -87,6 +87,18 @@ func (c *NomadClient) JobAllocations(ctx context.Context, namespace, jobID strin
 	return allocs, nil
 }
 
+// AllocationPorts implements Client.
+func (c *NomadClient) AllocationPorts(ctx context.Context, namespace, allocID string) ([]nomad.PortMapping, error) {
+	alloc, _, err := c.api.Allocations().Info(allocID, (&nomad.QueryOptions{Namespace: namespace}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read allocation %s: %w", allocID, err)
+	}
+	if alloc.AllocatedResources == nil {
+		return nil, nil
+	}
+	return alloc.AllocatedResources.Shared.Ports, nil
+}
+
 // ListRunnerJobs implements Client.
 func (c *NomadClient) ListRunnerJobs(ctx context.Context) ([]JobRef, error) {
 	q := (&nomad.QueryOptions{

@@ -282,20 +282,34 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// killUnder kills every process whose working directory lies under dir: the
-// tasks of this agent's allocations.
+// killUnder kills every process that belongs to the agent's directory: the
+// executors (which Nomad keeps alive across agent restarts on purpose, and whose
+// command line names their log file under dir) and the tasks they run (whose
+// working directory or environment points under dir).
 func killUnder(dir string) {
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
-		cwd, err := os.Readlink(filepath.Join(p, "cwd"))
-		if err != nil || !strings.HasPrefix(cwd, dir+string(filepath.Separator)) {
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(p), "%d", &pid); err != nil || pid == os.Getpid() {
 			continue
 		}
-		var pid int
-		if _, err := fmt.Sscanf(filepath.Base(p), "%d", &pid); err == nil {
+		if belongsTo(p, dir) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
+}
+
+func belongsTo(proc, dir string) bool {
+	prefix := dir + string(filepath.Separator)
+	if cwd, err := os.Readlink(filepath.Join(proc, "cwd")); err == nil && strings.HasPrefix(cwd, prefix) {
+		return true
+	}
+	for _, f := range []string{"cmdline", "environ"} {
+		if b, err := os.ReadFile(filepath.Join(proc, f)); err == nil && strings.Contains(string(b), prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // unmountUnder detaches every mount below dir, deepest first.
