@@ -20,20 +20,10 @@ import (
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
-const rawExecTemplate = `
-job "template" {
-  group "runner" {
-    task "runner" {
-      driver = "raw_exec"
-      config {
-        command = "/bin/sleep"
-        args    = ["infinity"]
-      }
-    }
-  }
-}`
+const rawExecTemplate = nomaddev.SleepTemplateHCL
 
 func newEnvironment(ctx context.Context, ns, name string, pool int32) *v1alpha1.ExecutionEnvironment {
 	GinkgoHelper()
@@ -266,13 +256,7 @@ var _ = Describe("The prewarmed pool", func() {
 
 	It("removes every runner and Nomad job it made when the environment is deleted, and no foreign job", func(ctx SpecContext) {
 		foreign := "foreign-" + ns
-		task := nomad.NewTask("t", "raw_exec").SetConfig("command", "/bin/sleep").SetConfig("args", []string{"3600"})
-		task.Resources = &nomad.Resources{CPU: ptrTo(50), MemoryMB: ptrTo(32)}
-		job := nomad.NewServiceJob(foreign, foreign, "global", 50)
-		job.Datacenters = []string{"*"}
-		job.AddTaskGroup(nomad.NewTaskGroup("g", 1).AddTask(task))
-		job.Meta = map[string]string{"team": "data"}
-		_, _, err := nomadAPI.Jobs().Register(job, nil)
+		_, _, err := nomadAPI.Jobs().Register(nomaddev.SleepJob(foreign, map[string]string{"team": "data"}), nil)
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { _, _, _ = nomadAPI.Jobs().Deregister(foreign, true, nil) })
 
@@ -417,18 +401,12 @@ var _ = Describe("Claims and orphans", func() {
 
 	It("purges a Nomad job that carries this operator's meta but has no Runner", func(ctx SpecContext) {
 		orphanID := nomadbridge.NewRunnerJobID("python")
-		task := nomad.NewTask("runner", "raw_exec").SetConfig("command", "/bin/sleep").SetConfig("args", []string{"3600"})
-		task.Resources = &nomad.Resources{CPU: ptrTo(50), MemoryMB: ptrTo(32)}
-		job := nomad.NewServiceJob(orphanID, orphanID, "global", 50)
-		job.Datacenters = []string{"*"}
-		job.AddTaskGroup(nomad.NewTaskGroup("runner", 1).AddTask(task))
-		job.Meta = nomadbridge.RunnerMeta{Instance: instance, Namespace: ns, Environment: "python", Runner: "python-gone1"}.Map()
-		Expect(bridge.RegisterRunnerJob(ctx, job)).To(Succeed())
+		Expect(bridge.RegisterRunnerJob(ctx, nomaddev.SleepJob(orphanID,
+			nomadbridge.RunnerMeta{Instance: instance, Namespace: ns, Environment: "python", Runner: "python-gone1"}.Map()))).To(Succeed())
 
 		otherInstance := nomadbridge.NewRunnerJobID("python")
-		job.ID, job.Name = &otherInstance, &otherInstance
-		job.Meta = nomadbridge.RunnerMeta{Instance: "someone-else", Namespace: ns, Environment: "python", Runner: "python-gone2"}.Map()
-		_, _, err := nomadAPI.Jobs().Register(job, nil)
+		_, _, err := nomadAPI.Jobs().Register(nomaddev.SleepJob(otherInstance,
+			nomadbridge.RunnerMeta{Instance: "someone-else", Namespace: ns, Environment: "python", Runner: "python-gone2"}.Map()), nil)
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { _, _, _ = nomadAPI.Jobs().Deregister(otherInstance, true, nil) })
 
@@ -440,5 +418,3 @@ var _ = Describe("Claims and orphans", func() {
 		Expect(err).NotTo(HaveOccurred(), "another operator instance's job must survive")
 	}, SpecTimeout(60*time.Second))
 })
-
-func ptrTo[T any](v T) *T { return &v }

@@ -2,8 +2,6 @@ package controllers_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -61,15 +58,10 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	k8sClient, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()})
 	Expect(err).NotTo(HaveOccurred())
 
-	admin, err := testEnv.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+	var cleanup func()
+	kubeconfig, cleanup, err = controlplane.AdminKubeconfig(testEnv)
 	Expect(err).NotTo(HaveOccurred())
-	raw, err := admin.KubeConfig()
-	Expect(err).NotTo(HaveOccurred())
-	dir, err := os.MkdirTemp("", "nro-test-kubeconfig-")
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(os.RemoveAll, dir)
-	kubeconfig = filepath.Join(dir, "kubeconfig")
-	Expect(os.WriteFile(kubeconfig, raw, 0o600)).To(Succeed())
+	DeferCleanup(cleanup)
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 controlplane.Scheme(),

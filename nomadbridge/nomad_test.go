@@ -11,24 +11,10 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
-// rawExecJob is a minimal runner job for the dev agent: one task sleeping under
-// raw_exec, no restarts, no rescheduling.
-func rawExecJob(id string, meta map[string]string) *nomad.Job {
-	task := nomad.NewTask("runner", "raw_exec").
-		SetConfig("command", "/bin/sleep").
-		SetConfig("args", []string{"3600"})
-	task.Resources = &nomad.Resources{CPU: ptr.To(50), MemoryMB: ptr.To(32)}
-	group := nomad.NewTaskGroup("runner", 1).AddTask(task)
-	group.RestartPolicy = &nomad.RestartPolicy{Attempts: ptr.To(0), Mode: ptr.To("fail")}
-	group.ReschedulePolicy = &nomad.ReschedulePolicy{Attempts: ptr.To(0), Unlimited: ptr.To(false)}
-	job := nomad.NewServiceJob(id, id, "global", 50)
-	job.Datacenters = []string{"*"}
-	job.AddTaskGroup(group)
-	job.Meta = meta
-	return job
-}
+func rawExecJob(id string, meta map[string]string) *nomad.Job { return nomaddev.SleepJob(id, meta) }
 
 func runnerMeta(runner string) nomadbridge.RunnerMeta {
 	return nomadbridge.RunnerMeta{Instance: "suite", Namespace: "default", Environment: "python", Runner: runner}
@@ -167,18 +153,7 @@ var _ = Describe("NomadClient against a real agent", func() {
 	})
 
 	It("parses HCL with Nomad's parser and reports Nomad's own message for bad input", func(ctx SpecContext) {
-		job, err := bridge.ParseHCL(ctx, `
-job "template" {
-  group "runner" {
-    task "runner" {
-      driver = "raw_exec"
-      config {
-        command = "/bin/sleep"
-        args    = ["3600"]
-      }
-    }
-  }
-}`)
+		job, err := bridge.ParseHCL(ctx, nomaddev.SleepTemplateHCL)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(*job.ID).To(Equal("template"))
 		Expect(job.TaskGroups).To(HaveLen(1))
@@ -201,18 +176,7 @@ job "template" {
 
 var _ = Describe("Rendered runner jobs on a real agent", func() {
 	It("renders the sample's HCL template into a job Nomad accepts and runs", func(ctx SpecContext) {
-		template, err := bridge.ParseHCL(ctx, `
-job "template" {
-  group "runner" {
-    task "runner" {
-      driver = "raw_exec"
-      config {
-        command = "/bin/sleep"
-        args    = ["infinity"]
-      }
-    }
-  }
-}`)
+		template, err := bridge.ParseHCL(ctx, nomaddev.SleepTemplateHCL)
 		Expect(err).NotTo(HaveOccurred())
 		envJob, err := nomadbridge.RenderEnvironmentJob(template, nomadbridge.EnvironmentSpec{Image: "python:3.13", CPU: 50, MemoryMB: 32})
 		Expect(err).NotTo(HaveOccurred())

@@ -2,8 +2,6 @@ package v1alpha1_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -41,15 +39,10 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 
 	// A kubeconfig for the real kubectl, as a user would have it.
-	admin, err := testEnv.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+	var cleanup func()
+	kubeconfig, cleanup, err = controlplane.AdminKubeconfig(testEnv)
 	Expect(err).NotTo(HaveOccurred())
-	raw, err := admin.KubeConfig()
-	Expect(err).NotTo(HaveOccurred())
-	dir, err := os.MkdirTemp("", "nro-test-kubeconfig-")
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(os.RemoveAll, dir)
-	kubeconfig = filepath.Join(dir, "kubeconfig")
-	Expect(os.WriteFile(kubeconfig, raw, 0o600)).To(Succeed())
+	DeferCleanup(cleanup)
 })
 
 // newNamespace gives each spec its own namespace (envtest has no garbage

@@ -67,3 +67,27 @@ func RepoRoot() (string, error) {
 		dir = parent
 	}
 }
+
+// AdminKubeconfig writes a kubeconfig of a system:masters user of a started
+// environment, for the real kubectl, into a temp dir that cleanup removes.
+func AdminKubeconfig(env *envtest.Environment) (path string, cleanup func(), err error) {
+	admin, err := env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", nil, fmt.Errorf("add admin user: %w", err)
+	}
+	raw, err := admin.KubeConfig()
+	if err != nil {
+		return "", nil, fmt.Errorf("render admin kubeconfig: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "nro-test-kubeconfig-")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup = func() { _ = os.RemoveAll(dir) }
+	path = filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return path, cleanup, nil
+}
