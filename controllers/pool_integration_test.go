@@ -97,7 +97,7 @@ func expectIdlePool(ctx context.Context, ns, env string, n, others int) []v1alph
 	return idle
 }
 
-func claim(ctx context.Context, r *v1alpha1.Runner, holder string) {
+func claimByPatch(ctx context.Context, r *v1alpha1.Runner, holder string) {
 	GinkgoHelper()
 	patch := fmt.Sprintf(`[{"op":"test","path":"/status/phase","value":"Idle"},
 		{"op":"replace","path":"/status/phase","value":"Claimed"},
@@ -192,7 +192,7 @@ var _ = Describe("The prewarmed pool", func() {
 		newEnvironment(ctx, ns, "python", 3)
 		idle := expectIdlePool(ctx, ns, "python", 3, 0)
 		held := idle[0]
-		claim(ctx, &held, "alice")
+		claimByPatch(ctx, &held, "alice")
 		Eventually(func(g Gomega) {
 			r := &v1alpha1.Runner{}
 			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(&held), r)).To(Succeed())
@@ -231,7 +231,7 @@ var _ = Describe("The prewarmed pool", func() {
 		newEnvironment(ctx, ns, "python", 2)
 		idle := expectIdlePool(ctx, ns, "python", 2, 0)
 		held, victim := idle[0], idle[1]
-		claim(ctx, &held, "bob")
+		claimByPatch(ctx, &held, "bob")
 		expectIdlePool(ctx, ns, "python", 2, 1)
 
 		_, _, err := nomadAPI.Jobs().Deregister(victim.Status.NomadJobID, false, nil)
@@ -262,7 +262,7 @@ var _ = Describe("The prewarmed pool", func() {
 
 		ee := newEnvironment(ctx, ns, "python", 3)
 		idle := expectIdlePool(ctx, ns, "python", 3, 0)
-		claim(ctx, &idle[0], "carol")
+		claimByPatch(ctx, &idle[0], "carol")
 		expectIdlePool(ctx, ns, "python", 3, 1)
 
 		Expect(k8sClient.Delete(ctx, ee)).To(Succeed())

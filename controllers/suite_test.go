@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -30,6 +31,7 @@ var (
 	nomadAPI   *nomad.Client
 	bridge     *nomadbridge.NomadClient
 	kubeconfig string
+	testEnv    *envtest.Environment
 )
 
 const instance = "controllers-suite"
@@ -50,7 +52,7 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	bridge, err = nomadbridge.NewClient(nomadAPI, instance)
 	Expect(err).NotTo(HaveOccurred())
 
-	testEnv, err := controlplane.New()
+	testEnv, err = controlplane.New()
 	Expect(err).NotTo(HaveOccurred())
 	cfg, err := testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())

@@ -1,0 +1,161 @@
+package controllers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+)
+
+func runnerNamed(ns, name string) *v1alpha1.Runner {
+	return &v1alpha1.Runner{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       v1alpha1.RunnerSpec{Environment: "python"},
+	}
+}
+
+var _ = Describe("Claiming with the claim package", func() {
+	var ns string
+	BeforeEach(func(ctx context.Context) { ns = newNamespace(ctx) })
+
+	// claimAll runs n claimers at once and returns who got which runner.
+	claimAll := func(ctx context.Context, n int, opts func(i int) claim.Options) (won map[string]string, errs []error) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		won = map[string]string{}
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer GinkgoRecover()
+				rn, err := claim.Claim(ctx, k8sClient, ns, "python", opts(i))
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+					return
+				}
+				holder := opts(i).Holder
+				Expect(won).NotTo(HaveKey(rn.Name), "runner %s handed to %s and %s", rn.Name, won[rn.Name], holder)
+				won[rn.Name] = holder
+			}()
+		}
+		wg.Wait()
+		return won, errs
+	}
+
+	expectHeldBy := func(ctx context.Context, won map[string]string) {
+		GinkgoHelper()
+		for name, holder := range won {
+			rn := &v1alpha1.Runner{}
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, rn)).To(Succeed())
+			Expect(rn.Status.Phase).To(Equal(v1alpha1.RunnerClaimed))
+			Expect(rn.Status.Claim.Holder).To(Equal(holder), "runner %s", name)
+		}
+	}
+
+	It("hands each runner to exactly one of 32 racing claimers; losers get a clear 'no idle runner'", func(ctx SpecContext) {
+		newEnvironment(ctx, ns, "python", 10)
+		expectIdlePool(ctx, ns, "python", 10, 0)
+
+		won, errs := claimAll(ctx, 32, func(i int) claim.Options { return claim.Options{Holder: fmt.Sprintf("user-%02d", i)} })
+		Expect(len(won) + len(errs)).To(Equal(32))
+		Expect(len(won)).To(BeNumerically(">=", 10), "every idle runner could be claimed")
+		for _, err := range errs {
+			Expect(errors.Is(err, claim.ErrNoIdleRunner)).To(BeTrue(), "a loser must get ErrNoIdleRunner, got %v", err)
+		}
+		expectHeldBy(ctx, won)
+	}, SpecTimeout(180*time.Second))
+
+	It("serves 32 waiting claimers from a pool of 10 as runners keep arriving, each runner once", func(ctx SpecContext) {
+		newEnvironment(ctx, ns, "python", 10)
+		expectIdlePool(ctx, ns, "python", 10, 0)
+
+		waitCtx, cancel := context.WithTimeout(ctx, 120*time.Second)
+		defer cancel()
+		won, errs := claimAll(waitCtx, 32, func(i int) claim.Options {
+			return claim.Options{Holder: fmt.Sprintf("waiter-%02d", i), Wait: true}
+		})
+		Expect(errs).To(BeEmpty())
+		Expect(won).To(HaveLen(32))
+		expectHeldBy(ctx, won)
+		expectIdlePool(ctx, ns, "python", 10, 32)
+	}, SpecTimeout(240*time.Second))
+
+	It("lets a user bound to the nomadrunner-claimer role claim, renew and release, and nothing more", func(ctx SpecContext) {
+		root, err := controlplane.RepoRoot()
+		Expect(err).NotTo(HaveOccurred())
+		raw, err := os.ReadFile(filepath.Join(root, "config", "rbac", "claimer_role.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		role := &rbacv1.ClusterRole{}
+		Expect(yaml.Unmarshal(raw, role)).To(Succeed())
+		role.Name = "nomadrunner-claimer-" + ns
+		Expect(k8sClient.Create(ctx, role)).To(Succeed())
+		DeferCleanup(func(ctx context.Context) { Expect(k8sClient.Delete(ctx, role)).To(Succeed()) })
+		Expect(k8sClient.Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "claimers", Namespace: ns},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
+			Subjects:   []rbacv1.Subject{{Kind: "User", Name: "grader-" + ns}},
+		})).To(Succeed())
+		user, err := testEnv.AddUser(envtest.User{Name: "grader-" + ns}, nil)
+		Expect(err).NotTo(HaveOccurred())
+		claimer, err := client.New(user.Config(), client.Options{Scheme: controlplane.Scheme()})
+		Expect(err).NotTo(HaveOccurred())
+
+		newEnvironment(ctx, ns, "python", 1)
+		expectIdlePool(ctx, ns, "python", 1, 0)
+		var rn *v1alpha1.Runner
+		Eventually(func() error { // the binding takes effect at once, but be patient with the authorizer cache
+			rn, err = claim.Claim(ctx, claimer, ns, "python", claim.Options{Holder: "grader", Token: "t-g"})
+			return err
+		}).WithTimeout(10 * time.Second).Should(Succeed())
+		Expect(claim.Renew(ctx, claimer, rn, "t-g")).To(Succeed())
+
+		By("being refused what a claimer must not do")
+		rn.Spec.TemplateHash = "forged"
+		Expect(apierrors.IsForbidden(claimer.Update(ctx, rn))).To(BeTrue(), "a claimer must not write a runner's spec")
+		ee := &v1alpha1.ExecutionEnvironment{}
+		Expect(claimer.Get(ctx, client.ObjectKey{Namespace: ns, Name: "python"}, ee)).To(Succeed())
+		Expect(apierrors.IsForbidden(claimer.Delete(ctx, ee))).To(BeTrue(), "a claimer must not delete environments")
+		Expect(apierrors.IsForbidden(claimer.Create(ctx, runnerNamed(ns, "forged")))).To(BeTrue(), "a claimer must not create runners")
+
+		Expect(claim.Release(ctx, claimer, rn, "t-g")).To(Succeed())
+		expectIdlePool(ctx, ns, "python", 1, 0)
+	}, SpecTimeout(120*time.Second))
+
+	It("renews only with the claim's token and releases by deleting the runner", func(ctx SpecContext) {
+		newEnvironment(ctx, ns, "python", 1)
+		expectIdlePool(ctx, ns, "python", 1, 0)
+		rn, err := claim.Claim(ctx, k8sClient, ns, "python", claim.Options{Holder: "erin", Token: "t-erin", InactivityTimeout: time.Hour})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(rn.Status.Claim.InactivityTimeoutSeconds).To(BeEquivalentTo(3600))
+
+		Expect(claim.Renew(ctx, k8sClient, rn, "t-erin")).To(Succeed())
+		Expect(rn.Status.Claim.LastActivityTime).NotTo(BeNil())
+		Expect(errors.Is(claim.Renew(ctx, k8sClient, rn, "t-mallory"), claim.ErrNotHolder)).To(BeTrue())
+		Expect(errors.Is(claim.Release(ctx, k8sClient, rn, "t-mallory"), claim.ErrNotHolder)).To(BeTrue())
+
+		Expect(claim.Release(ctx, k8sClient, rn, "t-erin")).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(rn), &v1alpha1.Runner{}))
+		}).WithTimeout(30 * time.Second).Should(BeTrue())
+		Expect(claim.Release(ctx, k8sClient, rn, "t-erin")).To(Succeed(), "releasing a released runner is fine")
+		expectIdlePool(ctx, ns, "python", 1, 0)
+	}, SpecTimeout(120*time.Second))
+})
