@@ -64,6 +64,10 @@ test: manifests generate fmt vet test-bins ## Build what is missing, then run un
 build: manifests generate fmt vet ## Build the manager binary.
 	go build -o $(LOCALBIN)/manager main.go
 
+.PHONY: plugin
+plugin: ## Build the kubectl plugin (kubectl nomadrunner ...) into bin/.
+	go build -o $(LOCALBIN)/kubectl-nomadrunner ./cmd/kubectl-nomadrunner
+
 .PHONY: run
 run: manifests generate fmt vet ## Run the operator against the cluster of KUBECONFIG and the Nomad of NOMAD_ADDR.
 	go run ./main.go

@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/uuid"
 	nomad "github.com/hashicorp/nomad/api"
+	"golang.org/x/term"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/client-go/tools/clientcmd"
@@ -191,6 +192,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if *interactive {
 			opts.Stdin = stdin
 		}
+		if *tty {
+			restore, sizes := rawTerminal(stdin)
+			defer restore()
+			opts.TerminalSize = sizes
+		}
 		return claim.Exec(ctx, api, rn, pos[1:], opts)
 
 	case "cp":
@@ -267,6 +273,24 @@ func runnerAndNomad(ctx context.Context, g globals, name string) (*v1alpha1.Runn
 	}
 	api, err := nomad.NewClient(cfg)
 	return rn, api, err
+}
+
+// rawTerminal puts a terminal stdin in raw mode (keys go to the remote shell
+// as typed) and reports its size once; restore undoes it. Not a terminal: no-op.
+func rawTerminal(stdin io.Reader) (restore func(), sizes <-chan nomad.TerminalSize) {
+	f, ok := stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return func() {}, nil
+	}
+	state, err := term.MakeRaw(int(f.Fd()))
+	if err != nil {
+		return func() {}, nil
+	}
+	ch := make(chan nomad.TerminalSize, 1)
+	if w, h, err := term.GetSize(int(f.Fd())); err == nil {
+		ch <- nomad.TerminalSize{Width: w, Height: h}
+	}
+	return func() { _ = term.Restore(int(f.Fd()), state) }, ch
 }
 
 func defaultHolder() string {
