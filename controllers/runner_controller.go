@@ -18,12 +18,14 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
@@ -41,6 +43,8 @@ const (
 	NomadNamespaceAnnotation = "execution.nomadrunner.io/nomad-namespace"
 	// jobIDIndex indexes Runners by Nomad job ID, for mapping Nomad events.
 	jobIDIndex = "nomadJobID"
+	// conflictRetry is how soon a status write that lost to a newer version is retried.
+	conflictRetry = 200 * time.Millisecond
 )
 
 // RunnerReconciler owns one runner's Nomad job: registers it, maps its
@@ -155,8 +159,9 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 	if err := r.writeStatus(ctx, runner, before); err != nil {
 		if apierrors.IsConflict(err) {
 			// We worked on a stale copy (a claim, a renewal or our own last write
-			// is newer); its watch event brings us back with the fresh one.
-			return ctrl.Result{}, nil
+			// is newer). Look again shortly, on the fresh copy: the newer version's
+			// watch event may be one the predicate filters out.
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		}
 		return ctrl.Result{}, err
 	}
@@ -367,6 +372,24 @@ func short(id string) string {
 	return id
 }
 
+// runnerChangeMatters filters Runner updates down to those that need Nomad to be
+// looked at again: each reconcile reads the job's allocations, and our own label
+// and status writes would otherwise each cost one more read. A periodic resync
+// (same resourceVersion) always passes.
+func runnerChangeMatters(e event.UpdateEvent) bool {
+	o, okOld := e.ObjectOld.(*v1alpha1.Runner)
+	n, okNew := e.ObjectNew.(*v1alpha1.Runner)
+	if !okOld || !okNew {
+		return true
+	}
+	return o.ResourceVersion == n.ResourceVersion ||
+		o.Generation != n.Generation ||
+		!n.DeletionTimestamp.IsZero() ||
+		o.Status.Phase != n.Status.Phase ||
+		!equality.Semantic.DeepEqual(o.Status.Claim, n.Status.Claim) ||
+		!equality.Semantic.DeepEqual(o.Annotations, n.Annotations)
+}
+
 // SetupWithManager registers the controller, the job-ID index and the Nomad
 // event channel.
 func (r *RunnerReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts controller.Options) error {
@@ -379,7 +402,7 @@ func (r *RunnerReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		return fmt.Errorf("index runners by nomad job id: %w", err)
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.Runner{}).
+		For(&v1alpha1.Runner{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: runnerChangeMatters})).
 		WithOptions(opts).
 		Named("runner")
 	if r.NomadEvents != nil {
