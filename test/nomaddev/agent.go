@@ -93,12 +93,12 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		"-data-dir", filepath.Join(dir, "data"), "-config", config)
 	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
 	a.cmd.Env = agentEnv()
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Its own process group, so Stop can kill the agent and every task it
-		// spawned; and a signal if the test binary dies first, so no agent outlives it.
-		Setpgid:   true,
-		Pdeathsig: syscall.SIGTERM,
-	}
+	// Its own process group, so Stop can signal the agent and what it spawned.
+	// No Pdeathsig: Linux sends it when the *thread* that forked exits, and the
+	// Go runtime may retire that thread while the test runs (golang/go#27505),
+	// killing a healthy agent mid-suite. An agent left behind by a killed test
+	// binary is found and killed by hack/run-tests.sh, which fails the run.
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := a.cmd.Start(); err != nil {
 		return fail(fmt.Errorf("start nomad agent %s: %w", bin, err))
 	}
