@@ -285,7 +285,7 @@ func freePorts(n int) ([]int, error) {
 // killUnder kills every process that belongs to the agent's directory: the
 // executors (which Nomad keeps alive across agent restarts on purpose, and whose
 // command line names their log file under dir) and the tasks they run (whose
-// working directory or environment points under dir).
+// working directory is their task dir under dir).
 func killUnder(dir string) {
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
@@ -304,12 +304,8 @@ func belongsTo(proc, dir string) bool {
 	if cwd, err := os.Readlink(filepath.Join(proc, "cwd")); err == nil && strings.HasPrefix(cwd, prefix) {
 		return true
 	}
-	for _, f := range []string{"cmdline", "environ"} {
-		if b, err := os.ReadFile(filepath.Join(proc, f)); err == nil && strings.Contains(string(b), prefix) {
-			return true
-		}
-	}
-	return false
+	b, err := os.ReadFile(filepath.Join(proc, "cmdline"))
+	return err == nil && strings.Contains(string(b), prefix)
 }
 
 // unmountUnder detaches every mount below dir, deepest first.
