@@ -68,6 +68,10 @@ build: manifests generate fmt vet ## Build the manager binary.
 plugin: ## Build the kubectl plugin (kubectl nomadrunner ...) into bin/.
 	go build -o $(LOCALBIN)/kubectl-nomadrunner ./cmd/kubectl-nomadrunner
 
+.PHONY: run-local
+run-local: manifests test-bins ## Quickstart: local control plane + Nomad dev agent + the operator + the sample; Ctrl-C stops all.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) NOMAD_BIN=$(NOMAD) go run ./hack/run-local
+
 .PHONY: run
 run: manifests generate fmt vet ## Run the operator against the cluster of KUBECONFIG and the Nomad of NOMAD_ADDR.
 	go run ./main.go

@@ -14,7 +14,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -144,7 +143,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if err != nil {
 			return 1, err
 		}
-		fmt.Fprintf(stdout, "runner/%s %sd\n", rn.Name, strings.TrimSuffix(cmd, "e"))
+		fmt.Fprintf(stdout, "runner/%s %s\n", rn.Name, map[string]string{"renew": "renewed", "release": "released"}[cmd])
 		return 0, nil
 
 	case "list":
