@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -38,7 +39,6 @@ const parallelCreates = 8
 // reports the pool in status. It never touches a claimed runner.
 type ExecutionEnvironmentReconciler struct {
 	client.Client
-	Bridge       nomadbridge.Client
 	Renderer     *Renderer
 	Recorder     events.EventRecorder
 	Expectations *Expectations
@@ -199,7 +199,7 @@ func (r *ExecutionEnvironmentReconciler) createRunner(ctx context.Context, ee *v
 			},
 			Annotations: map[string]string{
 				JobIDAnnotation:          nomadbridge.NewRunnerJobID(ee.Name),
-				NomadNamespaceAnnotation: deref(envJob.Namespace),
+				NomadNamespaceAnnotation: ptr.Deref(envJob.Namespace, ""),
 			},
 			Finalizers: []string{RunnerFinalizer},
 		},
@@ -298,11 +298,4 @@ func (r *ExecutionEnvironmentReconciler) SetupWithManager(mgr manager.Manager, o
 // Selector is the label selector of an environment's runners.
 func Selector(ee *v1alpha1.ExecutionEnvironment) string {
 	return labels.SelectorFromSet(labels.Set{v1alpha1.EnvironmentLabel: ee.Name}).String()
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }

@@ -25,13 +25,18 @@ import (
 
 const rawExecTemplate = nomaddev.SleepTemplateHCL
 
-func newEnvironment(ctx context.Context, ns, name string, pool int32) *v1alpha1.ExecutionEnvironment {
+// newEnvironment creates a raw_exec environment (cpu 50, memory 32); tweaks
+// change its spec before it is created.
+func newEnvironment(ctx context.Context, ns, name string, pool int32, tweaks ...func(*v1alpha1.ExecutionEnvironmentSpec)) *v1alpha1.ExecutionEnvironment {
 	GinkgoHelper()
 	ee := &v1alpha1.ExecutionEnvironment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: v1alpha1.ExecutionEnvironmentSpec{
 			Image: "python:3.13", PrewarmingPoolSize: pool, CPULimit: 50, MemoryLimit: 32, TemplateJob: rawExecTemplate,
 		},
+	}
+	for _, tweak := range tweaks {
+		tweak(&ee.Spec)
 	}
 	Expect(k8sClient.Create(ctx, ee)).To(Succeed())
 	return ee
@@ -305,14 +310,9 @@ var _ = Describe("The prewarmed pool", func() {
 var _ = Describe("A pool with network access", func() {
 	It("reports the host ports Nomad mapped for the exposed ports", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
-		ee := &v1alpha1.ExecutionEnvironment{
-			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
-			Spec: v1alpha1.ExecutionEnvironmentSpec{
-				Image: "python:3.13", PrewarmingPoolSize: 1, CPULimit: 50, MemoryLimit: 32, TemplateJob: rawExecTemplate,
-				NetworkAccess: true, ExposedPorts: []int32{8080},
-			},
-		}
-		Expect(k8sClient.Create(ctx, ee)).To(Succeed())
+		newEnvironment(ctx, ns, "web", 1, func(s *v1alpha1.ExecutionEnvironmentSpec) {
+			s.NetworkAccess, s.ExposedPorts = true, []int32{8080}
+		})
 		idle := expectIdlePool(ctx, ns, "web", 1, 0)
 		Expect(idle[0].Status.Ports).To(HaveLen(1))
 		p := idle[0].Status.Ports[0]
@@ -326,14 +326,9 @@ var _ = Describe("A pool with network access", func() {
 var _ = Describe("A pool Nomad cannot place", func() {
 	It("holds its runners as Pending with Nomad's reason instead of churning them", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
-		ee := &v1alpha1.ExecutionEnvironment{
-			ObjectMeta: metav1.ObjectMeta{Name: "huge", Namespace: ns},
-			Spec: v1alpha1.ExecutionEnvironmentSpec{
-				// More memory than the dev node has (16 GiB).
-				Image: "python:3.13", PrewarmingPoolSize: 2, CPULimit: 50, MemoryLimit: 100000, TemplateJob: rawExecTemplate,
-			},
-		}
-		Expect(k8sClient.Create(ctx, ee)).To(Succeed())
+		ee := newEnvironment(ctx, ns, "huge", 2, func(s *v1alpha1.ExecutionEnvironmentSpec) {
+			s.MemoryLimit = 100000 // more than the dev node has (16 GiB)
+		})
 		var names []string
 		Eventually(func(g Gomega) {
 			all := runnersOf(ctx, g, ns, "huge")

@@ -132,8 +132,9 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 					return ctrl.Result{}, err
 				}
 			}
-			if len(allocs) == 0 {
+			if len(allocs) == 0 && before.Status.Phase == v1alpha1.RunnerPending {
 				// Held as Pending, never deleted and recreated: say why it waits.
+				// (Not in the pass that registers the job: Nomad has not tried yet.)
 				why, err := r.Bridge.PlacementFailure(ctx, namespace, jobID)
 				if err != nil {
 					return ctrl.Result{}, err
@@ -223,9 +224,9 @@ func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner
 func observeAllocations(runner *v1alpha1.Runner, allocs []*nomad.AllocationListStub) {
 	if len(allocs) == 0 {
 		if runner.Status.AllocationID != "" {
-			runner.Status.AllocationID = ""
+			failRunner(runner, v1alpha1.ReasonNomadJobLost, fmt.Sprintf("Allocation %s is gone from Nomad.", short(runner.Status.AllocationID)))
 		}
-		return // waiting for an evaluation or for capacity: stays Pending
+		return // never placed yet: waiting for an evaluation or for capacity, stays Pending
 	}
 	alloc := allocs[0]
 	if runner.Status.AllocationID != "" && runner.Status.AllocationID != alloc.ID {
@@ -314,7 +315,7 @@ func (r *RunnerReconciler) enforceInactivity(ctx context.Context, runner *v1alph
 // overwritten. It also keeps the state label in step with the phase.
 func (r *RunnerReconciler) writeStatus(ctx context.Context, runner, before *v1alpha1.Runner) error {
 	runner.Status.ObservedGeneration = runner.Generation
-	setCondition(&runner.Status.Conditions, readyCondition(runner))
+	meta.SetStatusCondition(&runner.Status.Conditions, readyCondition(runner))
 	if !equality.Semantic.DeepEqual(before.Status, runner.Status) {
 		if err := r.Status().Patch(ctx, runner, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 			return fmt.Errorf("write status of runner %s: %w", runner.Name, err)
@@ -358,11 +359,6 @@ func readyCondition(runner *v1alpha1.Runner) metav1.Condition {
 		c.Reason = v1alpha1.ReasonInternalError
 	}
 	return c
-}
-
-// setCondition sets c, keeping the transition time when the status is unchanged.
-func setCondition(conds *[]metav1.Condition, c metav1.Condition) {
-	meta.SetStatusCondition(conds, c)
 }
 
 func short(id string) string {

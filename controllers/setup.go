@@ -52,7 +52,6 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}
 	if err := (&ExecutionEnvironmentReconciler{
 		Client:            mgr.GetClient(),
-		Bridge:            o.Bridge,
 		Renderer:          renderer,
 		Recorder:          mgr.GetEventRecorder("executionenvironment-controller"),
 		Expectations:      NewExpectations(o.Clock.Now),

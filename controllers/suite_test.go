@@ -52,18 +52,11 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	bridge, err = nomadbridge.NewClient(nomadAPI, instance)
 	Expect(err).NotTo(HaveOccurred())
 
-	testEnv, err = controlplane.New()
+	cp, err := controlplane.Start()
 	Expect(err).NotTo(HaveOccurred())
-	cfg, err := testEnv.Start()
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(testEnv.Stop)
-	k8sClient, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()})
-	Expect(err).NotTo(HaveOccurred())
-
-	var cleanup func()
-	kubeconfig, cleanup, err = controlplane.AdminKubeconfig(testEnv)
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(cleanup)
+	DeferCleanup(cp.Stop)
+	testEnv, k8sClient, kubeconfig = cp.Env, cp.Client, cp.Kubeconfig
+	cfg := cp.Config
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 controlplane.Scheme(),

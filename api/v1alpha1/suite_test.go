@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
 )
@@ -17,7 +16,6 @@ import (
 // The API's schema, defaults and CEL rules are checked against a real
 // kube-apiserver with the generated CRDs: what the server accepts is the truth.
 var (
-	testEnv    *envtest.Environment
 	k8sClient  client.Client
 	kubeconfig string
 )
@@ -28,21 +26,10 @@ func TestAPI(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	var err error
-	testEnv, err = controlplane.New()
+	cp, err := controlplane.Start()
 	Expect(err).NotTo(HaveOccurred())
-	cfg, err := testEnv.Start()
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(testEnv.Stop)
-
-	k8sClient, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()})
-	Expect(err).NotTo(HaveOccurred())
-
-	// A kubeconfig for the real kubectl, as a user would have it.
-	var cleanup func()
-	kubeconfig, cleanup, err = controlplane.AdminKubeconfig(testEnv)
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(cleanup)
+	DeferCleanup(cp.Stop)
+	k8sClient, kubeconfig = cp.Client, cp.Kubeconfig
 })
 
 // newNamespace gives each spec its own namespace (envtest has no garbage

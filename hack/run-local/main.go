@@ -50,20 +50,11 @@ func run() error {
 	defer agent.Stop()
 
 	fmt.Println("Starting kube-apiserver and etcd with the CRDs ...")
-	env, err := controlplane.New()
+	cp, err := controlplane.Start()
 	if err != nil {
 		return err
 	}
-	cfg, err := env.Start()
-	if err != nil {
-		return fmt.Errorf("start control plane: %w", err)
-	}
-	defer func() { _ = env.Stop() }()
-	kubeconfig, cleanup, err := controlplane.AdminKubeconfig(env)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
+	defer cp.Stop()
 
 	api, err := agent.Client()
 	if err != nil {
@@ -73,7 +64,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgr, err := ctrl.NewManager(cp.Config, ctrl.Options{
 		Scheme:                 controlplane.Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -104,7 +95,7 @@ The operator runs. In another terminal:
   nomad job status                                     # the runner jobs in Nomad
 
 Ctrl-C stops everything.
-`, kubeconfig, agent.Addr, filepath.Join(root, "bin"))
+`, cp.Kubeconfig, agent.Addr, filepath.Join(root, "bin"))
 
 	select {
 	case <-ctx.Done():

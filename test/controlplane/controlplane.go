@@ -11,6 +11,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	executionv1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
@@ -36,6 +38,48 @@ func New() (*envtest.Environment, error) {
 		BinaryAssetsDirectory: assets,
 		DownloadBinaryAssets:  false,
 	}, nil
+}
+
+// ControlPlane is a started control plane: its environment, a client with our
+// scheme, and a kubeconfig file for the real kubectl.
+type ControlPlane struct {
+	Env        *envtest.Environment
+	Config     *rest.Config
+	Client     client.Client
+	Kubeconfig string
+
+	removeKubeconfig func()
+}
+
+// Start starts kube-apiserver and etcd with our CRDs. The caller must Stop it,
+// also when a test fails.
+func Start() (*ControlPlane, error) {
+	env, err := New()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("start control plane: %w", err)
+	}
+	cp := &ControlPlane{Env: env, Config: cfg}
+	if cp.Client, err = client.New(cfg, client.Options{Scheme: Scheme()}); err != nil {
+		cp.Stop()
+		return nil, err
+	}
+	if cp.Kubeconfig, cp.removeKubeconfig, err = AdminKubeconfig(env); err != nil {
+		cp.Stop()
+		return nil, err
+	}
+	return cp, nil
+}
+
+// Stop stops the control plane and removes the kubeconfig.
+func (cp *ControlPlane) Stop() {
+	if cp.removeKubeconfig != nil {
+		cp.removeKubeconfig()
+	}
+	_ = cp.Env.Stop()
 }
 
 // Scheme holds the built-in kinds and ours.
