@@ -17,10 +17,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	executionv1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
+	"github.com/nomad-runner-operator/nomad-runner-operator/metrics"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 )
 
@@ -37,6 +39,8 @@ func init() {
 func main() {
 	var (
 		metricsAddr          string
+		metricsSecure        bool
+		metricsCertDir       string
 		probeAddr            string
 		enableLeaderElection bool
 		leaderElectionNS     string
@@ -46,6 +50,10 @@ func main() {
 		resyncPeriod         time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the metrics endpoint binds to; \"0\" disables it")
+	flag.BoolVar(&metricsSecure, "metrics-secure", true,
+		"serve metrics over HTTPS, only to callers the API server authenticates (TokenReview) and authorizes (get on the non-resource URL /metrics)")
+	flag.StringVar(&metricsCertDir, "metrics-cert-dir", "",
+		"folder with tls.crt and tls.key for the metrics endpoint; empty: a self-signed certificate made at start")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the health and readiness probes bind to")
 	flag.BoolVar(&enableLeaderElection, "leader-elect", false,
 		"enable leader election, so that of several replicas only one reconciles at a time")
@@ -63,6 +71,7 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 
+	nomadConfig.WrapTransport = metrics.NomadTransport
 	bridge, err := nomadbridge.NewClientFromConfig(nomadConfig)
 	if err != nil {
 		setupLog.Error(err, "Failed to configure the Nomad client")
@@ -79,10 +88,16 @@ func main() {
 		defaultTemplate = string(b)
 	}
 
+	metricsOptions := metricsserver.Options{BindAddress: metricsAddr}
+	if metricsSecure {
+		metricsOptions.SecureServing = true
+		metricsOptions.CertDir = metricsCertDir
+		metricsOptions.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
 		Cache:                   cache.Options{SyncPeriod: &resyncPeriod},
-		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		Metrics:                 metricsOptions,
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          enableLeaderElection,
 		LeaderElectionID:        "5e1f2a7c.execution.nomadrunner.io",

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/metrics"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 )
 
@@ -29,6 +31,20 @@ type NomadEventSource struct {
 	Out chan<- event.GenericEvent
 	// MaxBackoff caps the wait between reconnects (default 30s).
 	MaxBackoff time.Duration
+
+	connected atomic.Bool
+}
+
+// Connected tells whether the stream is open right now (readiness).
+func (s *NomadEventSource) Connected() bool { return s.connected.Load() }
+
+func (s *NomadEventSource) setConnected(up bool) {
+	s.connected.Store(up)
+	if up {
+		metrics.EventStreamConnected.Set(1)
+	} else {
+		metrics.EventStreamConnected.Set(0)
+	}
 }
 
 // NeedLeaderElection implements manager.LeaderElectionRunnable.
@@ -43,13 +59,19 @@ func (s *NomadEventSource) Start(ctx context.Context) error {
 	}
 	var index uint64
 	backoff := 500 * time.Millisecond
-	for ctx.Err() == nil {
+	defer s.setConnected(false)
+	for attempt := 0; ctx.Err() == nil; attempt++ {
 		ch, err := s.Bridge.Events(ctx, index)
 		if err == nil {
 			logger.Info("Connected to the Nomad event stream", "index", index)
+			if attempt > 0 {
+				metrics.EventStreamReconnects.Inc()
+			}
+			s.setConnected(true)
 			s.resync(ctx)
 			var streamErr error
 			index, streamErr = s.consume(ctx, ch, index)
+			s.setConnected(false)
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -86,6 +108,7 @@ func (s *NomadEventSource) consume(ctx context.Context, ch <-chan *nomad.Events,
 		if batch.IsHeartbeat() {
 			continue
 		}
+		metrics.EventStreamIndex.Set(float64(batch.Index))
 		for i := range batch.Events {
 			if jobID := eventJobID(&batch.Events[i]); jobID != "" {
 				s.enqueueJob(ctx, jobID)
@@ -103,6 +126,7 @@ func eventJobID(e *nomad.Event) string {
 		return e.Key
 	case nomad.TopicAllocation:
 		if alloc, err := e.Allocation(); err == nil && alloc != nil {
+			metrics.ObserveEventLag(alloc.ModifyTime)
 			return alloc.JobID
 		}
 	}

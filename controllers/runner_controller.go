@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/metrics"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 )
 
@@ -153,12 +154,17 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 	}
 	if before.Status.Phase != runner.Status.Phase {
 		logger.Info("Runner changed phase", "from", before.Status.Phase, "to", runner.Status.Phase, "reason", runner.Status.Reason)
+		if runner.Status.Phase == v1alpha1.RunnerIdle {
+			metrics.RunnerStartup.WithLabelValues(runner.Namespace, runner.Spec.Environment).
+				Observe(r.Clock.Since(runner.CreationTimestamp.Time).Seconds())
+		}
 		if runner.Status.Phase == v1alpha1.RunnerFailed {
 			r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, runner.Status.Reason, "Observe", "%s", runner.Status.Message)
 		}
 	}
 	if err := r.writeStatus(ctx, runner, before); err != nil {
 		if apierrors.IsConflict(err) {
+			metrics.ClaimConflicts.Inc()
 			// We worked on a stale copy (a claim, a renewal or our own last write
 			// is newer). Look again shortly, on the fresh copy: the newer version's
 			// watch event may be one the predicate filters out.
@@ -386,6 +392,18 @@ func runnerChangeMatters(e event.UpdateEvent) bool {
 		!equality.Semantic.DeepEqual(o.Annotations, n.Annotations)
 }
 
+// countClaims counts a runner turning from Idle to Claimed. It sees every update
+// the leader's informer delivers, so each claim is counted once per leader; it
+// filters nothing.
+func countClaims(e event.UpdateEvent) bool {
+	o, okOld := e.ObjectOld.(*v1alpha1.Runner)
+	n, okNew := e.ObjectNew.(*v1alpha1.Runner)
+	if okOld && okNew && o.Status.Phase == v1alpha1.RunnerIdle && n.Status.Phase == v1alpha1.RunnerClaimed {
+		metrics.Claims.WithLabelValues(n.Namespace, n.Spec.Environment).Inc()
+	}
+	return true
+}
+
 // SetupWithManager registers the controller, the job-ID index and the Nomad
 // event channel.
 func (r *RunnerReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts controller.Options) error {
@@ -398,7 +416,7 @@ func (r *RunnerReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		return fmt.Errorf("index runners by nomad job id: %w", err)
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.Runner{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: runnerChangeMatters})).
+		For(&v1alpha1.Runner{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: countClaims}, predicate.Funcs{UpdateFunc: runnerChangeMatters})).
 		WithOptions(opts).
 		Named("runner")
 	if r.NomadEvents != nil {

@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -10,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
+	"github.com/nomad-runner-operator/nomad-runner-operator/metrics"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 )
 
@@ -60,11 +63,36 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}).SetupWithManager(mgr, opts); err != nil {
 		return fmt.Errorf("set up executionenvironment controller: %w", err)
 	}
-	if err := mgr.Add(&NomadEventSource{Bridge: o.Bridge, Reader: mgr.GetClient(), Out: nomadEvents}); err != nil {
+	eventSource := &NomadEventSource{Bridge: o.Bridge, Reader: mgr.GetClient(), Out: nomadEvents}
+	if err := mgr.Add(eventSource); err != nil {
 		return fmt.Errorf("add nomad event source: %w", err)
 	}
+	leading := isClosed(mgr.Elected())
+	if err := mgr.AddReadyzCheck("nomad-event-stream", func(*http.Request) error {
+		// Only the leader reads the stream. A standby is ready to take over (and
+		// must count as ready, or a rolling update of two replicas never ends).
+		if leading() && !eventSource.Connected() {
+			return errors.New("the Nomad event stream is not connected")
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("add event stream readiness check: %w", err)
+	}
+	metrics.SetPoolSource(mgr.GetCache(), leading)
 	if err := mgr.Add(&OrphanCollector{Bridge: o.Bridge, APIReader: mgr.GetAPIReader(), Interval: o.OrphanInterval}); err != nil {
 		return fmt.Errorf("add orphan collector: %w", err)
 	}
 	return nil
+}
+
+// isClosed returns a func telling whether ch is closed yet.
+func isClosed(ch <-chan struct{}) func() bool {
+	return func() bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
 }

@@ -1,8 +1,10 @@
 package nomadbridge
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 
@@ -25,6 +27,9 @@ type Config struct {
 	TLSServerName string
 	// Instance names this operator installation in every job's meta.
 	Instance string
+	// WrapTransport, if set, wraps the HTTP transport of every call to Nomad
+	// (the operator counts and times them; see package metrics).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // BindFlags registers the Nomad flags on fs. Flags win over environment variables.
@@ -66,6 +71,18 @@ func (c *Config) APIConfig() (*nomad.Config, error) {
 	set(&cfg.TLSConfig.ClientCert, c.ClientCert)
 	set(&cfg.TLSConfig.ClientKey, c.ClientKey)
 	set(&cfg.TLSConfig.TLSServerName, c.TLSServerName)
+	if c.WrapTransport != nil {
+		// The api package configures TLS only on a client it makes itself, so
+		// make the same one here (HTTP/1.1: alloc exec needs it), then wrap it.
+		transport := http.DefaultTransport.(*http.Transport).Clone()
+		transport.ForceAttemptHTTP2 = false
+		transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		cfg.HttpClient = &http.Client{Transport: transport}
+		if err := nomad.ConfigureTLS(cfg.HttpClient, cfg.TLSConfig); err != nil {
+			return nil, fmt.Errorf("configure nomad TLS: %w", err)
+		}
+		cfg.HttpClient.Transport = c.WrapTransport(cfg.HttpClient.Transport)
+	}
 	return cfg, nil
 }
 
