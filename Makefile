@@ -6,6 +6,10 @@ include hack/versions.env
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 KUBECTL ?= $(LOCALBIN)/kubectl
+KUSTOMIZE ?= $(LOCALBIN)/kustomize
+# The manager image that `make docker-build`, `make deploy` and `make build-installer` use.
+IMG ?= ghcr.io/nomad-runner-operator/nomad-runner-operator:latest
+CONTAINER_TOOL ?= docker
 NOMAD ?= $(LOCALBIN)/nomad
 ENVTEST_ASSETS ?= $(LOCALBIN)/k8s
 
@@ -75,6 +79,42 @@ run-local: manifests test-bins ## Quickstart: local control plane + Nomad dev ag
 .PHONY: run
 run: manifests generate fmt vet ## Run the operator against the cluster of KUBECONFIG and the Nomad of NOMAD_ADDR.
 	go run ./main.go
+
+.PHONY: docker-build
+docker-build: ## Build the manager image IMG with $(CONTAINER_TOOL) (needs a container engine).
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the manager image IMG.
+	$(CONTAINER_TOOL) push $(IMG)
+
+.PHONY: build-installer
+build-installer: manifests kustomize ## Render everything `make deploy` installs into dist/install.yaml (image IMG).
+	mkdir -p dist
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default > dist/install.yaml
+	git checkout -- config/manager/kustomization.yaml 2>/dev/null || true
+
+##@ Deployment
+
+.PHONY: install
+install: manifests kustomize ## Install the CRDs into the cluster of KUBECONFIG.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: manifests kustomize ## Remove the CRDs (and with them every environment and runner) from the cluster.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: manifests kustomize ## Deploy the operator (CRDs, RBAC, 2-replica manager, metrics Service) with image IMG to the cluster of KUBECONFIG.
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
+	git checkout -- config/manager/kustomization.yaml 2>/dev/null || true
+
+.PHONY: undeploy
+undeploy: kustomize ## Remove what `make deploy` installed. Environments are deleted first, so their Nomad jobs are purged while the operator still runs.
+	-$(KUBECTL) delete executionenvironments.execution.nomadrunner.io --all --all-namespaces --wait --timeout=5m
+	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found -f -
 
 ##@ Tools and test binaries
 

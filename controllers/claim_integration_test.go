@@ -98,14 +98,14 @@ var _ = Describe("Claiming with the claim package", func() {
 		expectIdlePool(ctx, ns, "python", 10, 32)
 	}, SpecTimeout(240*time.Second))
 
-	It("lets a user bound to the nomadrunner-claimer role claim, renew and release, and nothing more", func(ctx SpecContext) {
+	It("lets a user bound to the claimer role claim, renew and release, and nothing more", func(ctx SpecContext) {
 		root, err := controlplane.RepoRoot()
 		Expect(err).NotTo(HaveOccurred())
 		raw, err := os.ReadFile(filepath.Join(root, "config", "rbac", "claimer_role.yaml"))
 		Expect(err).NotTo(HaveOccurred())
 		role := &rbacv1.ClusterRole{}
 		Expect(yaml.Unmarshal(raw, role)).To(Succeed())
-		role.Name = "nomadrunner-claimer-" + ns
+		role.Name = "claimer-" + ns
 		Expect(k8sClient.Create(ctx, role)).To(Succeed())
 		DeferCleanup(func(ctx context.Context) { Expect(k8sClient.Delete(ctx, role)).To(Succeed()) })
 		Expect(k8sClient.Create(ctx, &rbacv1.RoleBinding{

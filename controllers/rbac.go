@@ -4,13 +4,13 @@
 package controllers
 
 // The permissions the controllers use; controller-gen renders them into
-// config/rbac/role.yaml (make manifests).
+// config/rbac/role.yaml (make manifests). The controllers suite runs the
+// operator with exactly the RBAC of config/default and fails if a permission is
+// missing or never used (controllers/rbac_integration_test.go).
 //
-// +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=executionenvironments,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=executionenvironments/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=executionenvironments,verbs=list;watch;patch
+// +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=executionenvironments/status,verbs=patch
 // +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=executionenvironments/finalizers,verbs=update
-// +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=runners,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=runners/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=runners/finalizers,verbs=update
+// +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=runners,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=runners/status,verbs=patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
@@ -15,9 +16,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
+	"github.com/nomad-runner-operator/nomad-runner-operator/metrics"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
@@ -28,6 +32,9 @@ import (
 // real Nomad dev agent. Assertions read the API server directly and Nomad's API.
 var (
 	k8sClient  client.Client
+	// metricsURL and probesURL are the endpoints of the suite's manager.
+	metricsURL, probesURL string
+	operatorRBAC          *deployedRBAC
 	nomadAPI   *nomad.Client
 	bridge     *nomadbridge.NomadClient
 	kubeconfig string
@@ -49,21 +56,39 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	DeferCleanup(agent.Stop)
 	nomadAPI, err = agent.Client()
 	Expect(err).NotTo(HaveOccurred())
-	bridge, err = nomadbridge.NewClient(nomadAPI, instance)
+	// Built as main.go builds it, so the Nomad request metrics are real.
+	bridge, err = nomadbridge.NewClientFromConfig(nomadbridge.Config{Address: agent.Addr, Instance: instance, WrapTransport: metrics.NomadTransport})
 	Expect(err).NotTo(HaveOccurred())
 
 	cp, err := controlplane.Start()
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(cp.Stop)
 	testEnv, k8sClient, kubeconfig = cp.Env, cp.Client, cp.Kubeconfig
-	cfg := cp.Config
 
+	// The operator runs as config/default deploys it: as its ServiceAccount with
+	// exactly the rendered RBAC, leader election in its namespace, and metrics
+	// served over HTTPS to authorized callers only.
+	operatorRBAC, err = renderDefault()
+	Expect(err).NotTo(HaveOccurred())
+	Expect(operatorRBAC.install(ctx, k8sClient)).To(Succeed())
+	recorder := newRequestRecorder()
+	cfg, err := operatorRBAC.managerConfig(testEnv, recorder)
+	Expect(err).NotTo(HaveOccurred())
+	metricsAddr, probesAddr := localAddr(), localAddr()
+	metricsURL, probesURL = "https://"+metricsAddr+"/metrics", "http://"+probesAddr
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 controlplane.Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
+		Scheme: controlplane.Scheme(),
+		Metrics: metricsserver.Options{
+			BindAddress: metricsAddr, SecureServing: true, FilterProvider: filters.WithAuthenticationAndAuthorization,
+		},
+		HealthProbeBindAddress:        probesAddr,
+		LeaderElection:                true,
+		LeaderElectionID:              "controllers-suite.execution.nomadrunner.io",
+		LeaderElectionNamespace:       operatorRBAC.Namespace,
+		LeaderElectionReleaseOnCancel: true,
 	})
 	Expect(err).NotTo(HaveOccurred())
+	Expect(mgr.AddHealthzCheck("ping", healthz.Ping)).To(Succeed())
 	mgrCtx, stop := context.WithCancel(context.Background())
 	Expect(controllers.Setup(mgrCtx, mgr, controllers.Options{Bridge: bridge, OrphanInterval: 2 * time.Second})).To(Succeed())
 	done := make(chan error, 1)
@@ -75,8 +100,28 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	DeferCleanup(func() {
 		stop()
 		Eventually(done, 30*time.Second).Should(Receive(BeNil()))
+		if suiteConfig, _ := GinkgoConfiguration(); len(suiteConfig.FocusStrings)+len(suiteConfig.SkipStrings)+len(suiteConfig.FocusFiles) == 0 &&
+			suiteConfig.LabelFilter == "" && !specFailed {
+			By("comparing the RBAC of config/default with the requests the operator made")
+			expectExactRBAC(operatorRBAC, recorder.snapshot())
+		}
 	})
 }, NodeTimeout(180*time.Second))
+
+// specFailed skips the RBAC comparison after a failed spec, which may have
+// stopped before using what it would have.
+var specFailed bool
+
+var _ = ReportAfterEach(func(r SpecReport) { specFailed = specFailed || r.Failed() })
+
+// localAddr returns a free loopback address.
+func localAddr() string {
+	GinkgoHelper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	defer l.Close()
+	return l.Addr().String()
+}
 
 func newNamespace(ctx context.Context) string {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pool-"}}

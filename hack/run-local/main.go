@@ -1,46 +1,57 @@
 // Command run-local is the quickstart: it starts a local control plane
-// (kube-apiserver + etcd, with our CRDs) and a Nomad dev agent, runs the operator
-// against both, applies the sample environment, and prints what to try next.
-// Ctrl-C stops everything it started and removes its temp dirs.
-// Run it with `make run-local`.
+// (kube-apiserver + etcd, with our CRDs) and a Nomad dev agent, runs the
+// operator's own binary (bin/manager, as `make run` would) against both, applies
+// the sample environment, and prints what to try next. Ctrl-C stops everything
+// it started and removes its temp dirs. Run it with `make run-local`.
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
-	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
-	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
 func main() {
-	if err := run(); err != nil {
+	manager := flag.String("manager", "", "the operator binary (default: bin/manager of the repository)")
+	flag.Parse()
+	if err := run(*manager); err != nil {
 		fmt.Fprintln(os.Stderr, "run-local:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+func run(manager string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// Ctrl-C also ends a pipe reader such as `| tee`; a write to it then must not
 	// kill us before we have stopped what we started.
 	signal.Ignore(syscall.SIGPIPE)
-	ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		return err
+	}
+	if manager == "" {
+		manager = filepath.Join(root, "bin", "manager")
+	}
+	if _, err := os.Stat(manager); err != nil {
+		return fmt.Errorf("no operator binary (run `make build`): %w", err)
+	}
 
 	fmt.Println("Starting a Nomad dev agent (raw_exec) ...")
 	agent, err := nomaddev.Start(ctx, nomaddev.Options{})
@@ -56,32 +67,40 @@ func run() error {
 	}
 	defer cp.Stop()
 
-	api, err := agent.Client()
-	if err != nil {
+	metricsAddr, probeAddr := freeAddr(), freeAddr()
+	fmt.Println("Starting the operator:", manager)
+	op := exec.Command(manager,
+		"--operator-instance=local",
+		"--metrics-secure=false", "--metrics-bind-address="+metricsAddr,
+		"--health-probe-bind-address="+probeAddr)
+	op.Env = append(os.Environ(), "KUBECONFIG="+cp.Kubeconfig, "NOMAD_ADDR="+agent.Addr)
+	op.Stdout, op.Stderr = os.Stdout, os.Stderr
+	// Its own process group: a terminal's Ctrl-C reaches only us, and we pass on
+	// exactly one signal (a second one makes the manager exit at once, uncleanly).
+	op.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := op.Start(); err != nil {
+		return fmt.Errorf("start the operator: %w", err)
+	}
+	var opErr error
+	exited := make(chan struct{})
+	go func() { opErr = op.Wait(); close(exited) }()
+	defer func() {
+		fmt.Println("Stopping the operator ...")
+		_ = op.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = op.Process.Kill()
+			<-exited
+		}
+	}()
+	if err := waitReady(ctx, "http://"+probeAddr+"/readyz", exited); err != nil {
 		return err
 	}
-	bridge, err := nomadbridge.NewClient(api, "local")
-	if err != nil {
-		return err
-	}
-	mgr, err := ctrl.NewManager(cp.Config, ctrl.Options{
-		Scheme:                 controlplane.Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-	})
-	if err != nil {
-		return err
-	}
-	if err := controllers.Setup(ctx, mgr, controllers.Options{Bridge: bridge}); err != nil {
-		return err
-	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
 
-	if err := applySample(ctx, mgr.GetClient()); err != nil {
+	if err := applySample(ctx, cp.Client, root); err != nil {
 		return err
 	}
-	root, _ := controlplane.RepoRoot()
 	fmt.Printf(`
 The operator runs. In another terminal:
 
@@ -93,34 +112,55 @@ The operator runs. In another terminal:
   kubectl nomadrunner exec RUNNER -- sh -c 'echo hello from $NOMAD_JOB_NAME'
   kubectl nomadrunner release RUNNER --token TOKEN
   nomad job status                                     # the runner jobs in Nomad
+  curl -s http://%[4]s/metrics | grep ^nomadrunner_    # the operator's metrics
 
 Ctrl-C stops everything.
-`, cp.Kubeconfig, agent.Addr, filepath.Join(root, "bin"))
+`, cp.Kubeconfig, agent.Addr, filepath.Join(root, "bin"), metricsAddr)
 
 	select {
 	case <-ctx.Done():
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("manager: %w", err)
+		fmt.Println("Stopping ...")
+		return nil
+	case <-exited:
+		return fmt.Errorf("the operator exited: %v", opErr)
+	}
+}
+
+// waitReady waits until the operator's readiness probe passes: Nomad answers
+// and the event stream is connected.
+func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
+	deadline := time.After(60 * time.Second)
+	for {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-exited:
+			return errors.New("the operator exited before it was ready (see its log above)")
+		case <-deadline:
+			return errors.New("the operator was not ready within 60s (see its log above)")
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	fmt.Println("Stopping ...")
-	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	select {
-	case <-done:
-	case <-stopCtx.Done():
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
 	}
-	return nil
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // applySample creates the sample environment in the default namespace, as
 // `kubectl apply -f config/samples/...` would.
-func applySample(ctx context.Context, c client.Client) error {
-	root, err := controlplane.RepoRoot()
-	if err != nil {
-		return err
-	}
+func applySample(ctx context.Context, c client.Client, root string) error {
 	raw, err := os.ReadFile(filepath.Join(root, "config", "samples", "execution_v1alpha1_executionenvironment.yaml"))
 	if err != nil {
 		return err
