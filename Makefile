@@ -73,8 +73,9 @@ plugin: ## Build the kubectl plugin (kubectl nomadrunner ...) into bin/.
 	go build -o $(LOCALBIN)/kubectl-nomadrunner ./cmd/kubectl-nomadrunner
 
 .PHONY: run-local
-run-local: manifests test-bins ## Quickstart: local control plane + Nomad dev agent + the operator + the sample; Ctrl-C stops all.
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) NOMAD_BIN=$(NOMAD) go run ./hack/run-local
+run-local: build test-bins ## Quickstart: local control plane + Nomad dev agent + the operator (bin/manager) + the sample; Ctrl-C stops all.
+	go build -o $(LOCALBIN)/run-local ./hack/run-local
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) NOMAD_BIN=$(NOMAD) $(LOCALBIN)/run-local --manager $(LOCALBIN)/manager
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the operator against the cluster of KUBECONFIG and the Nomad of NOMAD_ADDR.
