@@ -54,7 +54,11 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	// Goroutines before anything of ours runs: after every manager, the control
 	// plane and the agent are stopped, none of ours may remain (poseidon#429).
 	snapshot := gleak.Goroutines()
+	started := false
 	DeferCleanup(func() {
+		if !started {
+			return // a failed start leaks envtest's own goroutines; nothing to learn
+		}
 		Eventually(gleak.Goroutines).WithTimeout(10 * time.Second).ShouldNot(gleak.HaveLeaked(snapshot,
 			// Process-wide singletons of client-go/klog/zap and of net/http's
 			// idle connections, started once and never stopped by design.
@@ -79,7 +83,8 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(cp.Stop)
 	k8sClient, restCfg = cp.Client, cp.Config
-}, NodeTimeout(180*time.Second))
+	started = true
+}, NodeTimeout(600*time.Second))
 
 // operator is one in-process manager running the whole operator over its own
 // faultBridge. Kill cancels its context: whatever it was doing stops there,
