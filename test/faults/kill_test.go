@@ -29,7 +29,7 @@ var _ = Describe("Operator killed mid-flight", func() {
 			}
 		})
 		newEnvironment(ctx, ns, "py", 3, nomaddev.SleepTemplateHCL)
-		first.stop()
+		first.waitDead()
 		Expect(kills.Load()).To(BeNumerically(">=", 1))
 		Eventually(func(g Gomega) {
 			g.Expect(runnersOf(ctx, g, ns)).NotTo(BeEmpty(), "runners were created before the kill")
@@ -47,7 +47,7 @@ var _ = Describe("Operator killed mid-flight", func() {
 			b.afterRegister = func(*nomad.Job, error) { first.kill() }
 		})
 		newEnvironment(ctx, ns, "py", 3, nomaddev.SleepTemplateHCL)
-		first.stop()
+		first.waitDead()
 		Eventually(func(g Gomega) {
 			g.Expect(jobsIn(ctx, g, ns)).NotTo(BeEmpty())
 		}).Should(Succeed())
@@ -83,8 +83,7 @@ var _ = Describe("Operator killed mid-flight", func() {
 			}
 		})
 		patchEnv(ctx, ns, "py", `{"spec":{"prewarmingPoolSize":1}}`)
-		Eventually(first.done, 30*time.Second).Should(Receive())
-		first.done <- nil
+		first.waitDead()
 		Expect(purges.Load()).To(BeNumerically(">=", 2))
 
 		startOperator("second", operatorOptions{})
@@ -110,8 +109,7 @@ var _ = Describe("Operator killed mid-flight", func() {
 			}
 		})
 		patchEnv(ctx, ns, "py", `{"spec":{"image":"python:3.14"}}`)
-		Eventually(first.done, 60*time.Second).Should(Receive())
-		first.done <- nil
+		first.waitDead()
 
 		startOperator("second", operatorOptions{})
 		idle = converged(ctx, ns, "py", 3, claimed)
@@ -153,8 +151,7 @@ var _ = Describe("Two operator replicas with leader election", func() {
 			}
 		})
 		patchEnv(ctx, ns, "ha", `{"spec":{"prewarmingPoolSize":10}}`)
-		Eventually(leader.done, 60*time.Second).Should(Receive())
-		leader.done <- nil
+		leader.waitDead()
 		Eventually(follower.mgr.Elected()).WithTimeout(30 * time.Second).Should(BeClosed())
 		converged(ctx, ns, "ha", 10, nil)
 		total, _ := regs.registrations("ha-")

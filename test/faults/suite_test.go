@@ -161,6 +161,13 @@ func (op *operator) stop() {
 	op.done <- nil // so that stop can be called again
 }
 
+// waitDead waits until a hook killed the manager and it has returned.
+func (op *operator) waitDead() {
+	GinkgoHelper()
+	Eventually(op.done, 120*time.Second).Should(Receive(BeNil()), "manager %s was not killed", op.name)
+	op.done <- nil
+}
+
 func stopOperators() {
 	operatorsMu.Lock()
 	ops := operators
