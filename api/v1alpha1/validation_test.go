@@ -356,8 +356,8 @@ var _ = Describe("Runner validation", func() {
 			`{"status":{"phase":"Claimed","claim":"mine"}}`, "status.claim", "must be of type object"),
 		Entry("a JSON patch on a path that does not exist", types.JSONPatchType,
 			`[{"op":"test","path":"/status/phase","value":"Idle"},{"op":"replace","path":"/status/claim/holder","value":"a"}]`,
-			"", "missing"),
-		Entry("not JSON at all", types.JSONPatchType, `claim me`, "", "invalid character"),
+			"", "the server rejected our request"), // a whole-patch error: no field to name
+		Entry("not JSON at all", types.JSONPatchType, `claim me`, "", "invalid JSON patch"),
 	)
 
 	It("requires a claim for phase Claimed and phase Claimed for a claim", func(ctx context.Context) {

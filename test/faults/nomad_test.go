@@ -122,7 +122,7 @@ var _ = Describe("Event stream dropped", func() {
 			now := &v1alpha1.Runner{}
 			g.Expect(k8sClient.Get(ctx, keyOf(&held), now)).To(Succeed())
 			g.Expect(now.Status.Phase).To(Equal(v1alpha1.RunnerClaimed))
-		}).WithTimeout(2 * time.Second).Should(Succeed(), "without the stream, nothing is noticed (no polling)")
+		}).WithTimeout(2*time.Second).Should(Succeed(), "without the stream, nothing is noticed (no polling)")
 		op.bridge.set(func(b *faultBridge) { b.eventsBlocked = false })
 
 		Eventually(func(g Gomega) {
@@ -199,7 +199,7 @@ var _ = Describe("Deletion with Nomad unreachable", func() {
 		Expect(eventReasons(ctx, ns, victim.Name)).To(ContainElement("FailedPurge"))
 		Consistently(func(g Gomega) {
 			g.Expect(k8sClient.Get(ctx, keyOf(&victim), &v1alpha1.Runner{})).To(Succeed())
-		}).WithTimeout(3 * time.Second).Should(Succeed(), "the finalizer holds while the purge fails")
+		}).WithTimeout(3*time.Second).Should(Succeed(), "the finalizer holds while the purge fails")
 
 		// The administrator's escape.
 		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, v1alpha1.SkipNomadCleanupAnnotation)
