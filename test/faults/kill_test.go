@@ -2,7 +2,6 @@ package faults_test
 
 import (
 	"context"
-	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -166,4 +165,3 @@ func mustGet(ctx context.Context, r v1alpha1.Runner) v1alpha1.Runner {
 	return out
 }
 
-var _ = fmt.Sprintf

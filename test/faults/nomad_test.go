@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	nomad "github.com/hashicorp/nomad/api"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -40,7 +39,7 @@ func nomadReachable(ee *v1alpha1.ExecutionEnvironment) metav1.ConditionStatus {
 var _ = Describe("Nomad lost", func() {
 	It("reports NomadReachable False while the agent is down, then replaces idle runners and fails the claimed one with NomadJobLost", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
-		op := startOperator("op", operatorOptions{})
+		startOperator("op", operatorOptions{})
 		newEnvironment(ctx, ns, "lost", 3, nomaddev.SleepTemplateHCL)
 		idle := converged(ctx, ns, "lost", 3, nil)
 		claim(ctx, &idle[0], "carol")
@@ -94,7 +93,6 @@ var _ = Describe("Nomad lost", func() {
 			g.Expect(meta.IsStatusConditionTrue(ee.Status.Conditions, v1alpha1.ReadyCondition)).To(BeTrue())
 		}).WithTimeout(90 * time.Second).WithPolling(300 * time.Millisecond).Should(Succeed())
 		Expect(eventReasons(ctx, ns, held.Name)).To(ContainElement(v1alpha1.ReasonNomadJobLost))
-		_ = op
 		Expect(k8sClient.Delete(ctx, &held)).To(Succeed())
 	})
 })
@@ -217,4 +215,3 @@ var _ = Describe("Deletion with Nomad unreachable", func() {
 	})
 })
 
-var _ = nomad.AllocClientStatusRunning
