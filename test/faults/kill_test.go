@@ -164,4 +164,3 @@ func mustGet(ctx context.Context, r v1alpha1.Runner) v1alpha1.Runner {
 	Expect(k8sClient.Get(ctx, keyOf(&r), &out)).To(Succeed())
 	return out
 }
-

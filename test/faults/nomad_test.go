@@ -214,4 +214,3 @@ var _ = Describe("Deletion with Nomad unreachable", func() {
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 	})
 })
-
