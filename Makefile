@@ -62,6 +62,13 @@ test: manifests generate fmt vet test-bins ## Build what is missing, then run un
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) NOMAD_BIN=$(NOMAD) KUBECTL=$(KUBECTL) \
 		hack/run-tests.sh go test ./... -timeout $(TEST_TIMEOUT) $(TEST_ARGS)
 
+SOAK_DURATION ?= 10m
+
+.PHONY: soak
+soak: manifests test-bins ## Soak: SOAK_DURATION (10m) of claim/release against an in-process operator, sampling RSS and goroutines; not part of `test`.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) NOMAD_BIN=$(NOMAD) SOAK_DURATION=$(SOAK_DURATION) \
+		go test -tags soak ./test/soak -run TestSoak -v -count=1 -timeout 60m
+
 ##@ Build
 
 .PHONY: build

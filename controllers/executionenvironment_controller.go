@@ -19,9 +19,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
@@ -42,6 +44,10 @@ type ExecutionEnvironmentReconciler struct {
 	Renderer     *Renderer
 	Recorder     events.EventRecorder
 	Expectations *Expectations
+	// CrashLoops rate-limits replacing runners that fail unclaimed (nil: no limit).
+	CrashLoops *CrashLoopBackoff
+	// Nomad tells whether Nomad answers (nil: assume it does).
+	Nomad *NomadHealth
 	// MaxCreatesPerPass and MaxSurge tune ComputePoolAction (defaults 50 and 25%).
 	MaxCreatesPerPass int
 	MaxSurge          int
@@ -71,18 +77,26 @@ func (r *ExecutionEnvironmentReconciler) Reconcile(ctx context.Context, req reco
 	}
 
 	before := ee.DeepCopy()
+	var crash CrashLoopStatus
 	defer func() {
 		r.computeStatus(ee, runners, retErr)
+		r.setCrashLoopCondition(ee, before, crash)
 		if !equality.Semantic.DeepEqual(before.Status, ee.Status) {
 			if err := r.Status().Patch(ctx, ee, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 				retErr = errors.Join(retErr, fmt.Errorf("write status of environment %s: %w", ee.Name, err))
 			}
 		}
 	}()
-	return r.reconcileNormal(ctx, ee, runners)
+	return r.reconcileNormal(ctx, ee, runners, &crash)
 }
 
-func (r *ExecutionEnvironmentReconciler) reconcileNormal(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner) (reconcile.Result, error) {
+func (r *ExecutionEnvironmentReconciler) reconcileNormal(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner, crash *CrashLoopStatus) (reconcile.Result, error) {
+	if err := r.Nomad.Err(); err != nil {
+		// Nothing can be created or purged; the probe enqueues every
+		// environment again when Nomad answers.
+		setNomadCondition(ee, err)
+		return reconcile.Result{}, nil
+	}
 	_, hash, err := r.Renderer.Render(ctx, ee)
 	if err != nil {
 		if errors.Is(err, nomadbridge.ErrInvalidJob) {
@@ -111,6 +125,14 @@ func (r *ExecutionEnvironmentReconciler) reconcileNormal(ctx context.Context, ee
 	in.InFlightCreates = inFlight
 	in.MaxCreatesPerPass = r.MaxCreatesPerPass
 	in.MaxSurge = max(r.MaxSurge, int(ee.Spec.PrewarmingPoolSize)/4)
+	if r.CrashLoops != nil {
+		failed := make([]string, 0, len(in.FailedUnclaimed))
+		for _, f := range in.FailedUnclaimed {
+			failed = append(failed, f.Name)
+		}
+		*crash = r.CrashLoops.Observe(key, failed, max(1, in.Target))
+		in.HoldCreates = crash.Hold > 0
+	}
 	act := ComputePoolAction(in)
 
 	byName := map[string]*v1alpha1.Runner{}
@@ -122,6 +144,10 @@ func (r *ExecutionEnvironmentReconciler) reconcileNormal(ctx context.Context, ee
 		errs = append(errs, r.deleteRunner(ctx, ee, byName[name]))
 	}
 	errs = append(errs, r.createRunners(ctx, ee, hash, act.Create))
+	if in.HoldCreates && act.Partial {
+		log.FromContext(ctx).Info("Holding runner creations of crash-looping ExecutionEnvironment", "failures", crash.Failures, "backoff", crash.Hold)
+		return reconcile.Result{RequeueAfter: crash.Hold}, errors.Join(errs...)
+	}
 	return reconcile.Result{}, errors.Join(errs...)
 }
 
@@ -263,6 +289,9 @@ func (r *ExecutionEnvironmentReconciler) reconcileDelete(ctx context.Context, ee
 		return nil
 	}
 	r.Expectations.Forget(client.ObjectKeyFromObject(ee))
+	if r.CrashLoops != nil {
+		r.CrashLoops.Forget(client.ObjectKeyFromObject(ee))
+	}
 	r.Renderer.Forget(ee.UID)
 	patch := client.MergeFrom(ee.DeepCopy())
 	controllerutil.RemoveFinalizer(ee, EnvironmentFinalizer)
@@ -287,10 +316,13 @@ func (r *ExecutionEnvironmentReconciler) listRunners(ctx context.Context, ee *v1
 // SetupWithManager registers the controller: it watches environments and the
 // runners they own.
 func (r *ExecutionEnvironmentReconciler) SetupWithManager(mgr manager.Manager, opts controller.Options) error {
-	return ctrl.ControllerManagedBy(mgr).
+	b := ctrl.ControllerManagedBy(mgr).
 		For(&v1alpha1.ExecutionEnvironment{}).
-		Owns(&v1alpha1.Runner{}).
-		WithOptions(opts).
+		Owns(&v1alpha1.Runner{})
+	if r.Nomad != nil {
+		b = b.WatchesRawSource(source.Channel(r.Nomad.Changes(), &handler.EnqueueRequestForObject{}))
+	}
+	return b.WithOptions(opts).
 		Named("executionenvironment").
 		Complete(r)
 }

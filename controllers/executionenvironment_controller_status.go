@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -105,4 +107,20 @@ func setReadyCondition(ee *v1alpha1.ExecutionEnvironment) {
 		}
 	}
 	setCond(ee, v1alpha1.ReadyCondition, true, v1alpha1.ReasonAsExpected, fmt.Sprintf("%d idle runners ready to be claimed.", ee.Status.IdleRunners))
+}
+
+// setCrashLoopCondition overrides PoolFilled (and so Ready) while unclaimed
+// runners keep failing and replacements wait for the backoff, and records a
+// Warning Event when an environment starts crash-looping.
+func (r *ExecutionEnvironmentReconciler) setCrashLoopCondition(ee *v1alpha1.ExecutionEnvironment, before *v1alpha1.ExecutionEnvironment, crash CrashLoopStatus) {
+	if !crash.Looping || ee.Status.IdleRunners >= ee.Spec.PrewarmingPoolSize {
+		return
+	}
+	msg := fmt.Sprintf("%d of %d idle runners ready; %d runners failed unclaimed in a row (see their status.message), next replacement in %s.",
+		ee.Status.IdleRunners, ee.Spec.PrewarmingPoolSize, crash.Failures, crash.Hold.Round(time.Second))
+	setCond(ee, v1alpha1.PoolFilledCondition, false, v1alpha1.ReasonRunnersCrashLooping, msg)
+	setReadyCondition(ee)
+	if c := meta.FindStatusCondition(before.Status.Conditions, v1alpha1.PoolFilledCondition); c == nil || c.Reason != v1alpha1.ReasonRunnersCrashLooping {
+		r.Recorder.Eventf(ee, nil, corev1.EventTypeWarning, v1alpha1.ReasonRunnersCrashLooping, "Scale", "%s", msg)
+	}
 }

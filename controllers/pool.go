@@ -41,6 +41,9 @@ type PoolInput struct {
 	// MaxCreatesPerPass bounds the creations of one reconcile (bounded
 	// parallelism); the rest come in the next pass.
 	MaxCreatesPerPass int
+	// HoldCreates stops all creations this pass (crash-loop backoff, or Nomad
+	// unreachable); deletions still happen.
+	HoldCreates bool
 }
 
 // PoolAction is what one reconcile pass does.
@@ -100,6 +103,10 @@ func ComputePoolAction(in PoolInput) PoolAction {
 		room = missing
 	}
 	want := max(0, min(missing, room))
+	if in.HoldCreates {
+		act.Partial = want > 0
+		return act
+	}
 	act.Create = min(want, maxCreates)
 	act.Partial = act.Create < want
 	return act

@@ -25,6 +25,10 @@ func TestComputePoolAction(t *testing.T) {
 	}{
 		{"empty pool fills to target", PoolInput{Target: 3}, PoolAction{Create: 3}},
 		{"full pool does nothing", PoolInput{Target: 3, Idle: runners("i", 3)}, PoolAction{}},
+		{"held creations still delete failed runners and report the missing ones as partial",
+			PoolInput{Target: 2, FailedUnclaimed: runners("f", 2), HoldCreates: true},
+			PoolAction{Delete: []string{"f-1", "f-0"}, Partial: true}},
+		{"held creations on a full pool are not partial", PoolInput{Target: 1, Idle: runners("i", 1), HoldCreates: true}, PoolAction{}},
 		{"pending runners count as up", PoolInput{Target: 3, Idle: runners("i", 1), Pending: runners("p", 2)}, PoolAction{}},
 		{"in-flight creates count as up: a stale cache never over-creates",
 			PoolInput{Target: 3, Idle: runners("i", 1), InFlightCreates: 2}, PoolAction{}},

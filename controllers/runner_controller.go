@@ -92,13 +92,34 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, runner *v1alpha1
 		if err := r.Bridge.PurgeJob(ctx, runner.Annotations[NomadNamespaceAnnotation], jobID); err != nil {
 			r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, "FailedPurge", "Delete",
 				"Purging Nomad job %s failed (retrying; annotate %s=true to skip): %v", jobID, v1alpha1.SkipNomadCleanupAnnotation, err)
-			return err
+			// Say why the deletion waits where `kubectl describe` shows it; the
+			// error makes the controller retry with exponential backoff.
+			return errors.Join(err, r.setPurgeCondition(ctx, runner, err))
 		}
 	}
 	patch := client.MergeFrom(runner.DeepCopy())
 	controllerutil.RemoveFinalizer(runner, RunnerFinalizer)
 	if err := r.Patch(ctx, runner, patch); err != nil {
 		return fmt.Errorf("remove finalizer of runner %s: %w", runner.Name, err)
+	}
+	return nil
+}
+
+// setPurgeCondition records on a deleting runner that its Nomad job could not
+// be purged yet, and how an administrator can end the wait.
+func (r *RunnerReconciler) setPurgeCondition(ctx context.Context, runner *v1alpha1.Runner, purgeErr error) error {
+	before := runner.DeepCopy()
+	meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{
+		Type: v1alpha1.NomadJobPurgedCondition, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonPurgeFailed,
+		ObservedGeneration: runner.Generation,
+		Message: fmt.Sprintf("Deletion waits for Nomad job %s to be purged: %v. Retrying with backoff; annotate %s=true to skip the cleanup.",
+			runner.Annotations[JobIDAnnotation], purgeErr, v1alpha1.SkipNomadCleanupAnnotation),
+	})
+	if equality.Semantic.DeepEqual(before.Status, runner.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, runner, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("write purge condition of runner %s: %w", runner.Name, err)
 	}
 	return nil
 }

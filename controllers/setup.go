@@ -28,6 +28,11 @@ type Options struct {
 	MaxConcurrentReconciles int
 	// OrphanInterval is how often orphaned Nomad jobs are collected (0: 5 min).
 	OrphanInterval time.Duration
+	// NomadProbeInterval is how often Nomad's reachability is checked (0: 5s).
+	NomadProbeInterval time.Duration
+	// CrashLoopBaseDelay is the first backoff before replacing runners that keep
+	// failing unclaimed; it doubles per failure up to 5 min (0: 1s).
+	CrashLoopBaseDelay time.Duration
 }
 
 // Setup registers both controllers, the Nomad event source and the orphan
@@ -53,15 +58,23 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}).SetupWithManager(ctx, mgr, opts); err != nil {
 		return fmt.Errorf("set up runner controller: %w", err)
 	}
+	health := &NomadHealth{Bridge: o.Bridge, Reader: mgr.GetClient(), Interval: o.NomadProbeInterval}
+	crashLoops := NewCrashLoopBackoff(o.Clock.Now)
+	crashLoops.Base = o.CrashLoopBaseDelay
 	if err := (&ExecutionEnvironmentReconciler{
 		Client:            mgr.GetClient(),
 		Renderer:          renderer,
 		Recorder:          mgr.GetEventRecorder("executionenvironment-controller"),
 		Expectations:      NewExpectations(o.Clock.Now),
+		CrashLoops:        crashLoops,
+		Nomad:             health,
 		MaxCreatesPerPass: 50,
 		MaxSurge:          1,
 	}).SetupWithManager(mgr, opts); err != nil {
 		return fmt.Errorf("set up executionenvironment controller: %w", err)
+	}
+	if err := mgr.Add(health); err != nil {
+		return fmt.Errorf("add nomad health probe: %w", err)
 	}
 	eventSource := &NomadEventSource{Bridge: o.Bridge, Reader: mgr.GetClient(), Out: nomadEvents}
 	if err := mgr.Add(eventSource); err != nil {

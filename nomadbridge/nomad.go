@@ -34,6 +34,20 @@ func (c *NomadClient) Instance() string { return c.instance }
 // API returns the underlying Nomad API client (for exec and tests).
 func (c *NomadClient) API() *nomad.Client { return c.api }
 
+// Ping asks Nomad for its cluster leader: the cheapest call that fails when
+// the servers cannot answer (controllers.NomadHealth uses it).
+func (c *NomadClient) Ping(ctx context.Context) error {
+	q := (&nomad.QueryOptions{}).WithContext(ctx)
+	var leader string
+	if _, err := c.api.Raw().Query("/v1/status/leader", &leader, q); err != nil {
+		return fmt.Errorf("ask nomad for its leader: %w", err)
+	}
+	if leader == "" {
+		return errors.New("nomad has no leader")
+	}
+	return nil
+}
+
 // RegisterRunnerJob implements Client.
 func (c *NomadClient) RegisterRunnerJob(ctx context.Context, job *nomad.Job) error {
 	id := deref(job.ID)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -92,6 +93,12 @@ func RenderEnvironmentJob(template *nomad.Job, spec EnvironmentSpec) (*nomad.Job
 		return nil, fmt.Errorf("render runner job: %w: a runner template needs exactly one group, it has %d", ErrInvalidJob, len(job.TaskGroups))
 	}
 	group := job.TaskGroups[0]
+	if group == nil {
+		return nil, fmt.Errorf("render runner job: %w: the task group is null", ErrInvalidJob)
+	}
+	if slices.Contains(group.Tasks, nil) {
+		return nil, fmt.Errorf("render runner job: %w: group %q has a null task", ErrInvalidJob, deref(group.Name))
+	}
 	if len(group.Tasks) == 0 {
 		return nil, fmt.Errorf("render runner job: %w: group %q has no task", ErrInvalidJob, deref(group.Name))
 	}

@@ -14,6 +14,14 @@ const (
 	NomadReachableCondition = "NomadReachable"
 )
 
+// Condition types of a Runner (besides Ready).
+const (
+	// NomadJobPurgedCondition is False while a deleting Runner waits for its Nomad
+	// job to be purged (Nomad unreachable or failing); the message says why and
+	// names SkipNomadCleanupAnnotation, the administrator's escape.
+	NomadJobPurgedCondition = "NomadJobPurged"
+)
+
 // Condition reasons, CamelCase, shared by both kinds where they mean the same.
 const (
 	ReasonAsExpected        = "AsExpected"
@@ -31,6 +39,12 @@ const (
 	ReasonNomadJobLost      = "NomadJobLost"
 	ReasonInactivityTimeout = "InactivityTimeout"
 	ReasonUnschedulable     = "Unschedulable"
+	// ReasonRunnersCrashLooping: unclaimed runners keep failing (e.g. a template
+	// whose task exits at once); replacements are created with exponential
+	// backoff and PoolFilled (hence Ready) is False with this reason.
+	ReasonRunnersCrashLooping = "RunnersCrashLooping"
+	// ReasonPurgeFailed: a deleting Runner's Nomad job could not be purged yet.
+	ReasonPurgeFailed = "PurgeFailed"
 )
 
 // SkipNomadCleanupAnnotation, set to "true" on a Runner or an ExecutionEnvironment

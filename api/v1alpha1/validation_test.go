@@ -110,6 +110,32 @@ var _ = Describe("ExecutionEnvironment validation", func() {
 			"spec.nomad.datacenters[0]", "at least 1 chars long"),
 		Entry("a name too long for the runners' label", strings.Repeat("n", 64), map[string]any{"image": "i"},
 			"metadata.name", "at most 63 characters"),
+		Entry("an image too long", "e", map[string]any{"image": strings.Repeat("i", 1025)},
+			"spec.image", "Too long"),
+		Entry("an image that is not a string", "e", map[string]any{"image": int64(3)},
+			"spec.image", "must be of type string"),
+		Entry("a pool size that is not a number", "e", map[string]any{"image": "i", "prewarmingPoolSize": "ten"},
+			"spec.prewarmingPoolSize", "must be of type integer"),
+		Entry("cpu above the cap", "e", map[string]any{"image": "i", "cpuLimit": int64(1000001)},
+			"spec.cpuLimit", "should be less than or equal to 1000000"),
+		Entry("memory above the cap", "e", map[string]any{"image": "i", "memoryLimit": int64(1048577)},
+			"spec.memoryLimit", "should be less than or equal to 1048576"),
+		Entry("networkAccess that is not a bool", "e", map[string]any{"image": "i", "networkAccess": "yes"},
+			"spec.networkAccess", "must be of type boolean"),
+		Entry("more than 64 ports", "e", map[string]any{"image": "i", "networkAccess": true, "exposedPorts": manyPorts(65)},
+			"spec.exposedPorts", "must have at most 64 items"),
+		Entry("a template too long", "e", map[string]any{"image": "i", "templateJob": strings.Repeat("#", 131073)},
+			"spec.templateJob", "Too long"),
+		Entry("an empty Nomad namespace", "e", map[string]any{"image": "i", "nomad": map[string]any{"namespace": ""}},
+			"spec.nomad.namespace", "at least 1 chars long"),
+		Entry("an empty Nomad region", "e", map[string]any{"image": "i", "nomad": map[string]any{"region": ""}},
+			"spec.nomad.region", "at least 1 chars long"),
+		Entry("a Nomad region too long", "e", map[string]any{"image": "i", "nomad": map[string]any{"region": strings.Repeat("r", 129)}},
+			"spec.nomad.region", "Too long"),
+		Entry("an empty node pool", "e", map[string]any{"image": "i", "nomad": map[string]any{"nodePool": ""}},
+			"spec.nomad.nodePool", "at least 1 chars long"),
+		Entry("more than 64 datacenters", "e", map[string]any{"image": "i", "nomad": map[string]any{"datacenters": manyStrings(65)}},
+			"spec.nomad.datacenters", "must have at most 64 items"),
 	)
 
 	It("rejects exposedPorts added later without networkAccess", func(ctx context.Context) {
@@ -295,6 +321,45 @@ var _ = Describe("Runner validation", func() {
 		)
 	})
 
+	DescribeTable("rejects a garbage claim patch on an Idle runner, naming the field, and leaves it unclaimed",
+		func(ctx context.Context, pt types.PatchType, patch, field, why string) {
+			r := runner(ns, "python-g", "python")
+			Expect(k8sClient.Create(ctx, r)).To(Succeed())
+			setPhase(ctx, r, v1alpha1.RunnerIdle)
+			err := patchStatus(ctx, r, pt, patch)
+			Expect(err).To(HaveOccurred(), "the API server accepted it")
+			Expect(err.Error()).To(ContainSubstring(field))
+			Expect(err.Error()).To(ContainSubstring(why))
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(r), r)).To(Succeed())
+			Expect(r.Status.Phase).To(Equal(v1alpha1.RunnerIdle))
+			Expect(r.Status.Claim).To(BeNil())
+		},
+		Entry("a claim without a token", types.JSONPatchType,
+			`[{"op":"replace","path":"/status/phase","value":"Claimed"},{"op":"add","path":"/status/claim","value":{"holder":"a","claimedAt":"2026-11-23T10:00:00Z"}}]`,
+			"status.claim.token", "Required value"),
+		Entry("a holder that is a number", types.JSONPatchType,
+			`[{"op":"replace","path":"/status/phase","value":"Claimed"},{"op":"add","path":"/status/claim","value":{"holder":7,"token":"t","claimedAt":"2026-11-23T10:00:00Z"}}]`,
+			"status.claim.holder", "must be of type string"),
+		Entry("a claimedAt that is no time", types.MergePatchType,
+			`{"status":{"phase":"Claimed","claim":{"holder":"a","token":"t","claimedAt":"yesterday"}}}`,
+			"claimedAt", "yesterday"),
+		Entry("a negative inactivity timeout", types.MergePatchType,
+			`{"status":{"phase":"Claimed","claim":{"holder":"a","token":"t","claimedAt":"2026-11-23T10:00:00Z","inactivityTimeoutSeconds":-1}}}`,
+			"status.claim.inactivityTimeoutSeconds", "should be greater than or equal to 0"),
+		Entry("an inactivity timeout above a week", types.MergePatchType,
+			`{"status":{"phase":"Claimed","claim":{"holder":"a","token":"t","claimedAt":"2026-11-23T10:00:00Z","inactivityTimeoutSeconds":604801}}}`,
+			"status.claim.inactivityTimeoutSeconds", "should be less than or equal to 604800"),
+		Entry("a token too long", types.MergePatchType,
+			fmt.Sprintf(`{"status":{"phase":"Claimed","claim":{"holder":"a","token":%q,"claimedAt":"2026-11-23T10:00:00Z"}}}`, strings.Repeat("t", 129)),
+			"status.claim.token", "Too long"),
+		Entry("a claim that is a string", types.MergePatchType,
+			`{"status":{"phase":"Claimed","claim":"mine"}}`, "status.claim", "must be of type object"),
+		Entry("a JSON patch on a path that does not exist", types.JSONPatchType,
+			`[{"op":"test","path":"/status/phase","value":"Idle"},{"op":"replace","path":"/status/claim/holder","value":"a"}]`,
+			"", "the server rejected our request"), // a whole-patch error: no field to name
+		Entry("not JSON at all", types.JSONPatchType, `claim me`, "", "invalid JSON patch"),
+	)
+
 	It("requires a claim for phase Claimed and phase Claimed for a claim", func(ctx context.Context) {
 		r := runner(ns, "python-x4", "python")
 		Expect(k8sClient.Create(ctx, r)).To(Succeed())
@@ -315,3 +380,19 @@ var _ = Describe("Runner validation", func() {
 			"status.phase", "a Failed runner stays Failed")
 	})
 })
+
+func manyPorts(n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = int64(1000 + i)
+	}
+	return out
+}
+
+func manyStrings(n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("dc%d", i)
+	}
+	return out
+}

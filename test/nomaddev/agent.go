@@ -43,9 +43,12 @@ type Agent struct {
 	// Stop removes).
 	LogPath string
 
-	cmd  *exec.Cmd
-	dir  string
-	done chan error
+	bin   string
+	ports []int
+	opts  Options
+	cmd   *exec.Cmd
+	dir   string
+	done  chan error
 }
 
 // Start runs a dev agent and waits until its node is ready with raw_exec healthy.
@@ -68,28 +71,47 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "nro-test-nomad-")
-	if err != nil {
-		return nil, fmt.Errorf("create nomad agent dir: %w", err)
-	}
-	a := &Agent{Addr: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), dir: dir, done: make(chan error, 1)}
-	fail := func(err error) (*Agent, error) {
+	a := &Agent{Addr: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), bin: bin, ports: ports, opts: opts}
+	if err := a.launch(ctx); err != nil {
 		a.Stop()
 		return nil, err
 	}
+	return a, nil
+}
+
+// Restart stops the agent and starts a new one on the same address. Dev mode
+// keeps nothing, so the new agent knows no job: it is Nomad losing everything,
+// as clients see it (same address, empty state, indexes from 1 again).
+func (a *Agent) Restart(ctx context.Context) error {
+	a.Stop()
+	return a.launch(ctx)
+}
+
+// Kill stops the agent like Stop, for a fault that lasts until Relaunch.
+func (a *Agent) Kill() { a.Stop() }
+
+// Relaunch starts a stopped agent again on the same address (empty state).
+func (a *Agent) Relaunch(ctx context.Context) error { return a.launch(ctx) }
+
+func (a *Agent) launch(ctx context.Context) error {
+	dir, err := os.MkdirTemp("", "nro-test-nomad-")
+	if err != nil {
+		return fmt.Errorf("create nomad agent dir: %w", err)
+	}
+	a.dir, a.done = dir, make(chan error, 1)
 
 	config := filepath.Join(dir, "dev.hcl")
-	if err := os.WriteFile(config, []byte(agentConfig(ports, opts)), 0o600); err != nil {
-		return fail(fmt.Errorf("write nomad agent config: %w", err))
+	if err := os.WriteFile(config, []byte(agentConfig(a.ports, a.opts)), 0o600); err != nil {
+		return fmt.Errorf("write nomad agent config: %w", err)
 	}
 	a.LogPath = filepath.Join(dir, "agent.log")
 	logFile, err := os.Create(a.LogPath)
 	if err != nil {
-		return fail(fmt.Errorf("create nomad agent log: %w", err))
+		return fmt.Errorf("create nomad agent log: %w", err)
 	}
 	defer logFile.Close()
 
-	a.cmd = exec.Command(bin, "agent", "-dev", "-bind", "127.0.0.1",
+	a.cmd = exec.Command(a.bin, "agent", "-dev", "-bind", "127.0.0.1",
 		"-data-dir", filepath.Join(dir, "data"), "-config", config)
 	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
 	a.cmd.Env = agentEnv()
@@ -100,16 +122,18 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 	// binary is found and killed by hack/run-tests.sh, which fails the run.
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := a.cmd.Start(); err != nil {
-		return fail(fmt.Errorf("start nomad agent %s: %w", bin, err))
+		return fmt.Errorf("start nomad agent %s: %w", a.bin, err)
 	}
-	go func() { a.done <- a.cmd.Wait() }()
+	done := a.done
+	cmd := a.cmd
+	go func() { done <- cmd.Wait() }()
 
-	waitCtx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
+	waitCtx, cancel := context.WithTimeout(ctx, a.opts.StartTimeout)
 	defer cancel()
 	if err := a.waitReady(waitCtx); err != nil {
-		return fail(fmt.Errorf("nomad agent at %s not ready (log %s): %w\n%s", a.Addr, a.LogPath, err, a.tail()))
+		return fmt.Errorf("nomad agent at %s not ready (log %s): %w\n%s", a.Addr, a.LogPath, err, a.tail())
 	}
-	return a, nil
+	return nil
 }
 
 // Client returns a Nomad API client for the agent.
