@@ -38,6 +38,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}
 	renderer := &Renderer{Bridge: o.Bridge, DefaultTemplate: o.DefaultTemplate}
 	nomadEvents := make(chan event.GenericEvent, 1024)
+	store := NewJobStore()
 	opts := controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}
 
 	if err := (&RunnerReconciler{
@@ -47,6 +48,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Recorder:    mgr.GetEventRecorder("runner-controller"),
 		Clock:       o.Clock,
 		NomadEvents: nomadEvents,
+		Store:       store,
 	}).SetupWithManager(ctx, mgr, opts); err != nil {
 		return fmt.Errorf("set up runner controller: %w", err)
 	}
@@ -60,7 +62,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}).SetupWithManager(mgr, opts); err != nil {
 		return fmt.Errorf("set up executionenvironment controller: %w", err)
 	}
-	if err := mgr.Add(&NomadEventSource{Bridge: o.Bridge, Reader: mgr.GetClient(), Out: nomadEvents}); err != nil {
+	if err := mgr.Add(&NomadEventSource{Bridge: o.Bridge, Reader: mgr.GetClient(), Out: nomadEvents, Store: store}); err != nil {
 		return fmt.Errorf("add nomad event source: %w", err)
 	}
 	if err := mgr.Add(&OrphanCollector{Bridge: o.Bridge, APIReader: mgr.GetAPIReader(), Interval: o.OrphanInterval}); err != nil {

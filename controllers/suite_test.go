@@ -32,6 +32,9 @@ var (
 	bridge     *nomadbridge.NomadClient
 	kubeconfig string
 	testEnv    *envtest.Environment
+	// operatorNomad counts every Nomad request of the operator under test (the
+	// tests' own reads through bridge are not counted) and can cut its event stream.
+	operatorNomad *nomaddev.Counter
 )
 
 const instance = "controllers-suite"
@@ -52,6 +55,12 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	bridge, err = nomadbridge.NewClient(nomadAPI, instance)
 	Expect(err).NotTo(HaveOccurred())
 
+	operatorNomad = nomaddev.NewCounter()
+	countedAPI, err := agent.CountedClient(operatorNomad)
+	Expect(err).NotTo(HaveOccurred())
+	operatorBridge, err := nomadbridge.NewClient(countedAPI, instance)
+	Expect(err).NotTo(HaveOccurred())
+
 	cp, err := controlplane.Start()
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(cp.Stop)
@@ -65,7 +74,7 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	})
 	Expect(err).NotTo(HaveOccurred())
 	mgrCtx, stop := context.WithCancel(context.Background())
-	Expect(controllers.Setup(mgrCtx, mgr, controllers.Options{Bridge: bridge, OrphanInterval: 2 * time.Second})).To(Succeed())
+	Expect(controllers.Setup(mgrCtx, mgr, controllers.Options{Bridge: operatorBridge, OrphanInterval: 2 * time.Second})).To(Succeed())
 	done := make(chan error, 1)
 	go func() {
 		defer GinkgoRecover()

@@ -120,6 +120,16 @@ func (a *Agent) Client() (*nomad.Client, error) {
 	return nomad.NewClient(cfg)
 }
 
+// CountedClient returns a Nomad API client for the agent whose requests all
+// go through c.
+func (a *Agent) CountedClient(c *Counter) (*nomad.Client, error) {
+	cfg := nomad.DefaultConfig()
+	cfg.Address = a.Addr
+	cfg.Namespace, cfg.Region, cfg.SecretID = "", "", ""
+	cfg.HttpClient = &http.Client{Transport: c}
+	return nomad.NewClient(cfg)
+}
+
 // Stop ends the agent and every process it started, and removes its directory.
 // It is safe to call more than once and on a partly started agent.
 func (a *Agent) Stop() {
