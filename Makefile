@@ -58,6 +58,11 @@ test: manifests generate fmt vet test-bins ## Build what is missing, then run un
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) NOMAD_BIN=$(NOMAD) KUBECTL=$(KUBECTL) \
 		hack/run-tests.sh go test ./... -timeout $(TEST_TIMEOUT) $(TEST_ARGS)
 
+.PHONY: bench
+bench: manifests test-bins ## Benchmarks against the physical limits (real control plane and Nomad); writes docs/BENCHMARKS.md and docs/benchmarks.json.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) NOMAD_BIN=$(NOMAD) KUBECTL=$(KUBECTL) NRO_BENCH=1 \
+		go test ./test/bench/ -run TestBench -count=1 -v -timeout 30m $(BENCH_ARGS)
+
 ##@ Build
 
 .PHONY: build

@@ -1,6 +1,8 @@
 package nomaddev
 
 import (
+	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -33,6 +35,19 @@ func NewCounter() *Counter {
 // RoundTrip implements http.RoundTripper.
 func (c *Counter) RoundTrip(req *http.Request) (*http.Response, error) {
 	key, id := Pattern(req.Method, req.URL.Path)
+	if id == "" && req.URL.Path == "/v1/jobs" && req.Method != http.MethodGet && req.Body != nil {
+		// A registration names its job in the body.
+		body, err := io.ReadAll(req.Body)
+		_ = req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		var r struct{ Job struct{ ID string } }
+		if json.Unmarshal(body, &r) == nil {
+			id = r.Job.ID
+		}
+	}
 	c.mu.Lock()
 	c.byKey[key]++
 	if id != "" {
@@ -101,6 +116,21 @@ func (c *Counter) ForID(id string) map[string]int {
 	out := map[string]int{}
 	for k, v := range c.byID[id] {
 		out[k] = v
+	}
+	return out
+}
+
+// IDs copies the counts of every ID (job or allocation) by pattern.
+func (c *Counter) IDs() map[string]map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]map[string]int, len(c.byID))
+	for id, m := range c.byID {
+		cp := make(map[string]int, len(m))
+		for k, v := range m {
+			cp[k] = v
+		}
+		out[id] = cp
 	}
 	return out
 }
