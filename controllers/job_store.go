@@ -109,11 +109,13 @@ func (s *JobStore) ObserveAllocation(a *nomad.AllocationListStub) {
 	j.allocs[a.ID] = a
 }
 
-// Forget drops a job (its runner is gone).
-func (s *JobStore) Forget(jobID string) {
-	s.mu.Lock()
-	delete(s.jobs, jobID)
-	s.mu.Unlock()
+// Known tells whether Nomad has the job for sure: we registered it, or an event
+// or a listing showed it, and no event said it was deregistered since.
+func (s *JobStore) Known(jobID string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	j, ok := s.jobs[jobID]
+	return ok && !j.gone
 }
 
 // Allocations returns the job's allocations, newest first, and true when the

@@ -98,7 +98,7 @@ func (s *NomadEventSource) consume(ctx context.Context, ch <-chan *nomad.Events,
 		}
 		for i := range batch.Events {
 			if jobID := s.observe(&batch.Events[i]); jobID != "" {
-				s.enqueueJob(ctx, jobID)
+				s.enqueueJob(ctx, jobID, isDeregistration(&batch.Events[i]))
 			}
 		}
 		if batch.Index >= index {
@@ -114,7 +114,7 @@ func (s *NomadEventSource) observe(e *nomad.Event) string {
 	case nomad.TopicJob:
 		if s.Store != nil {
 			if _, _, ok := nomadbridge.ParseRunnerJobID(e.Key); ok {
-				s.Store.ObserveJob(e.Key, strings.Contains(e.Type, "Deregistered"))
+				s.Store.ObserveJob(e.Key, isDeregistration(e))
 			}
 		}
 		return e.Key
@@ -155,7 +155,15 @@ func (s *NomadEventSource) fill(ctx context.Context) {
 	logger.Info("Filled the Nomad job store", "jobs", len(jobs), "allocations", len(allocs))
 }
 
-func (s *NomadEventSource) enqueueJob(ctx context.Context, jobID string) {
+// isDeregistration tells a Job event that says the job was stopped or purged.
+func isDeregistration(e *nomad.Event) bool {
+	return e.Topic == nomad.TopicJob && strings.Contains(e.Type, "Deregistered")
+}
+
+// enqueueJob sends the runners of a job. A deregistration is not sent to a
+// runner being deleted: it is the runner's own purge coming back, and another
+// reconcile would only purge again.
+func (s *NomadEventSource) enqueueJob(ctx context.Context, jobID string, deregistered bool) {
 	if _, _, ok := nomadbridge.ParseRunnerJobID(jobID); !ok {
 		return // not a runner job name: certainly not ours
 	}
@@ -165,6 +173,9 @@ func (s *NomadEventSource) enqueueJob(ctx context.Context, jobID string) {
 		return
 	}
 	for i := range list.Items {
+		if deregistered && !list.Items[i].DeletionTimestamp.IsZero() {
+			continue
+		}
 		s.send(ctx, &list.Items[i])
 	}
 }

@@ -210,6 +210,11 @@ func (r *RunnerReconciler) observePorts(ctx context.Context, runner *v1alpha1.Ru
 // is gone, or its template changed since the runner was made: the environment
 // controller replaces such a runner).
 func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner) (bool, error) {
+	if r.Store != nil && r.Store.Known(runner.Annotations[JobIDAnnotation]) {
+		// Registered already: a reconcile on a cache that does not show our
+		// Pending write yet. Another registration would be a wasted Nomad write.
+		return true, nil
+	}
 	ee := &v1alpha1.ExecutionEnvironment{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runner.Spec.Environment}, ee); err != nil {
 		return false, client.IgnoreNotFound(err)

@@ -50,6 +50,9 @@ func TestBench(t *testing.T) {
 		Claimers: []int{1, 8, 32},
 		Claims:   map[int]int{1: 16, 8: 32, 32: 64},
 	}
+	for c, m := range cfg.Claims { // small smoke runs (BENCH_N=20)
+		cfg.Claims[c] = min(m, cfg.N/2)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	started := time.Now()
@@ -91,38 +94,54 @@ func TestBench(t *testing.T) {
 		}
 	}
 
-	// Claims next to a bare status PATCH, and the refill after each drain.
+	// Claims next to a bare status PATCH, and the refill after each drain. Each
+	// repetition measures twice: with the operator running (it refills while
+	// the claims go on: the real figure), and with the operator stopped
+	// (SIGSTOP) during the claims, which leaves only the claim path itself.
 	for _, c := range cfg.Claimers {
 		m := cfg.Claims[c]
 		for range cfg.Reps {
-			if err := waitFilled(ctx, e, ns, envName, cfg.N, 3*time.Minute); err != nil {
-				t.Fatal(err)
-			}
-			bare, err := barePatches(ctx, e, ns, envName, c, m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.add(fmt.Sprintf("bare_patch_p50_ms_c%d", c), bare.p(50))
-			r.add(fmt.Sprintf("bare_patch_p99_ms_c%d", c), bare.p(99))
-			r.add(fmt.Sprintf("bare_patch_per_s_c%d", c), bare.rate())
-			cl, claimed, err := claims(ctx, e, ns, envName, c, m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			drained := time.Now()
-			r.add(fmt.Sprintf("claim_p50_ms_c%d", c), cl.p(50))
-			r.add(fmt.Sprintf("claim_p99_ms_c%d", c), cl.p(99))
-			r.add(fmt.Sprintf("claim_per_s_c%d", c), cl.rate())
-			r.add(fmt.Sprintf("claim_conflicts_per_claim_c%d", c), float64(cl.conflicts)/float64(len(cl.lat)))
-			if err := waitFilled(ctx, e, ns, envName, cfg.N, 3*time.Minute); err != nil {
-				t.Fatal(err)
-			}
-			refill := time.Since(drained)
-			r.add(fmt.Sprintf("refill_%d_s", m), refill.Seconds())
-			logf("c=%d m=%d: bare p50 %.1fms p99 %.1fms %.0f/s; claim p50 %.1fms p99 %.1fms %.0f/s, %.2f conflicts/claim; refill %.2fs",
-				c, m, bare.p(50), bare.p(99), bare.rate(), cl.p(50), cl.p(99), cl.rate(), float64(cl.conflicts)/float64(len(cl.lat)), refill.Seconds())
-			if err := release(ctx, e, claimed); err != nil {
-				t.Fatal(err)
+			for _, paused := range []bool{false, true} {
+				suffix := ""
+				if paused {
+					suffix = "_operator_paused"
+				}
+				if err := waitFilled(ctx, e, ns, envName, cfg.N, 3*time.Minute); err != nil {
+					t.Fatal(err)
+				}
+				if paused {
+					e.pause()
+				}
+				bare, err := barePatches(ctx, e, ns, envName, c, m)
+				if err != nil {
+					e.resume()
+					t.Fatal(err)
+				}
+				cl, claimed, err := claims(ctx, e, ns, envName, c, m)
+				drained := time.Now()
+				e.resume()
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.add(fmt.Sprintf("bare_patch_p50_ms_c%d%s", c, suffix), bare.p(50))
+				r.add(fmt.Sprintf("bare_patch_p99_ms_c%d%s", c, suffix), bare.p(99))
+				r.add(fmt.Sprintf("bare_patch_per_s_c%d%s", c, suffix), bare.rate())
+				r.add(fmt.Sprintf("claim_p50_ms_c%d%s", c, suffix), cl.p(50))
+				r.add(fmt.Sprintf("claim_p99_ms_c%d%s", c, suffix), cl.p(99))
+				r.add(fmt.Sprintf("claim_per_s_c%d%s", c, suffix), cl.rate())
+				r.add(fmt.Sprintf("claim_conflicts_per_claim_c%d%s", c, suffix), float64(cl.conflicts)/float64(len(cl.lat)))
+				if err := waitFilled(ctx, e, ns, envName, cfg.N, 3*time.Minute); err != nil {
+					t.Fatal(err)
+				}
+				refill := time.Since(drained)
+				if !paused {
+					r.add(fmt.Sprintf("refill_%d_s", m), refill.Seconds())
+				}
+				logf("c=%d m=%d paused=%v: bare p50 %.1fms p99 %.1fms %.0f/s; claim p50 %.1fms p99 %.1fms %.0f/s, %.2f conflicts/claim; refill %.2fs",
+					c, m, paused, bare.p(50), bare.p(99), bare.rate(), cl.p(50), cl.p(99), cl.rate(), float64(cl.conflicts)/float64(len(cl.lat)), refill.Seconds())
+				if err := release(ctx, e, claimed); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 	}

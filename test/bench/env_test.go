@@ -125,6 +125,7 @@ func startEnv(ctx context.Context, t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		e.resume()
 		_ = e.op.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
 		go func() { _ = e.op.Wait(); close(done) }()
@@ -149,6 +150,10 @@ func startEnv(ctx context.Context, t *testing.T) *env {
 	}
 	return e
 }
+
+// pause stops the operator process (SIGSTOP); resume continues it.
+func (e *env) pause()  { _ = e.op.Process.Signal(syscall.SIGSTOP) }
+func (e *env) resume() { _ = e.op.Process.Signal(syscall.SIGCONT) }
 
 // metric sums the samples of a metric family whose label text contains match.
 func (e *env) metric(name, match string) (float64, error) {

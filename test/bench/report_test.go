@@ -115,6 +115,11 @@ func (r *results) evaluate() {
 			fmt.Sprintf("claim_p99_ms_c%d", c), fmt.Sprintf("bare_patch_p99_ms_c%d", c), 1.5, false)
 	}
 	r.ratio("claim throughput ≥ 0.7× bare PATCH throughput, 32 claimers", "claim_per_s_c32", "bare_patch_per_s_c32", 0.7, true)
+	for _, c := range r.Config.Claimers {
+		r.ratio(fmt.Sprintf("(diagnosis) claim p99 ≤ 1.5× bare PATCH p99, %d claimers, operator paused", c),
+			fmt.Sprintf("claim_p99_ms_c%d_operator_paused", c), fmt.Sprintf("bare_patch_p99_ms_c%d_operator_paused", c), 1.5, false)
+	}
+	r.ratio("(diagnosis) claim throughput ≥ 0.7× bare PATCH, 32 claimers, operator paused", "claim_per_s_c32_operator_paused", "bare_patch_per_s_c32_operator_paused", 0.7, true)
 	k := r.Config.Claims[32]
 	r.ratio(fmt.Sprintf("refill of %d ≤ 1.2× raw Nomad register→running of %d", k, k),
 		fmt.Sprintf("refill_%d_s", k), fmt.Sprintf("raw_nomad_register_to_running_%d_s", k), 1.2, false)
