@@ -3,6 +3,7 @@ package controllers
 import (
 	"sort"
 	"sync"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 
@@ -23,7 +24,19 @@ type JobStore struct {
 	mu     sync.RWMutex
 	synced bool
 	jobs   map[string]*storedJob
+	// tombstones in the order they were made, swept after tombstoneTTL so a
+	// long-lived stream does not keep one per runner ever deleted.
+	tombstones []tombstone
 }
+
+type tombstone struct {
+	jobID string
+	at    time.Time
+}
+
+// tombstoneTTL is how long a deregistered job is remembered as gone (late
+// allocation events must not revive it).
+const tombstoneTTL = 10 * time.Minute
 
 type storedJob struct {
 	// gone: Nomad deregistered the job (a tombstone until the next full list).
@@ -51,7 +64,7 @@ func (s *JobStore) Replace(jobs []nomadbridge.JobRef, allocs []*nomad.Allocation
 		}
 	}
 	s.mu.Lock()
-	s.jobs, s.synced = m, true
+	s.jobs, s.synced, s.tombstones = m, true, nil
 	s.mu.Unlock()
 }
 
@@ -80,7 +93,15 @@ func (s *JobStore) ObserveJob(jobID string, deregistered bool) {
 	if deregistered {
 		// Purged allocations leave without events: forget them, and let the
 		// next lookup ask Nomad (the job may also just be stopped).
+		now := time.Now()
 		s.jobs[jobID] = &storedJob{gone: true}
+		s.tombstones = append(s.tombstones, tombstone{jobID: jobID, at: now})
+		for len(s.tombstones) > 0 && now.Sub(s.tombstones[0].at) > tombstoneTTL {
+			if j, ok := s.jobs[s.tombstones[0].jobID]; ok && j.gone {
+				delete(s.jobs, s.tombstones[0].jobID)
+			}
+			s.tombstones = s.tombstones[1:]
+		}
 		return
 	}
 	if j, ok := s.jobs[jobID]; !ok || j.gone {
