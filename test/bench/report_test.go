@@ -44,6 +44,7 @@ type results struct {
 	TotalCalls  []nomaddev.KeyCount `json:"operatorNomadCallsWholeRun"`
 	ResyncCalls []nomaddev.KeyCount `json:"operatorNomadCallsOneResync"`
 	Note        string              `json:"note,omitempty"`
+	root        string
 }
 
 func (r *results) add(name string, v float64) {
@@ -163,6 +164,7 @@ func machine(e *env) map[string]string {
 }
 
 func (r *results) write(root string) error {
+	r.root = root
 	r.evaluate()
 	r.Command = "make bench"
 	if v := os.Getenv("BENCH_NOTE"); v != "" {
@@ -263,6 +265,12 @@ func (r *results) markdown() string {
 	p("| --- | --- |")
 	for _, kc := range r.ResyncCalls {
 		p("| `%s` | %d |", kc.Key, kc.Count)
+	}
+	// The reading of the figures is written by hand (it says what is ours and
+	// what is the limit's) and kept across runs.
+	if f, err := os.ReadFile(filepath.Join(r.root, "test", "bench", "findings.md")); err == nil {
+		p("")
+		b.Write(f)
 	}
 	return b.String()
 }
