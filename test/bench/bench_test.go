@@ -583,7 +583,7 @@ func memoryBench(ctx context.Context, e *env, r *results, objects int, logf func
 			time.Sleep(2 * time.Second)
 		}
 	}
-	sampleMem(fmt.Sprintf("memory_%d_runners", r.Config.N))
+	sampleMem(fmt.Sprintf("memory_%d_runners", r.Config.ClaimPool))
 	ns := "bench-memory"
 	if err := e.direct.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
@@ -625,7 +625,7 @@ func memoryBench(ctx context.Context, e *env, r *results, objects int, logf func
 	time.Sleep(3 * time.Second)
 	sampleMem(fmt.Sprintf("memory_%d_objects", objects))
 	rss, _, heap := e.memory()
-	logf("operator with %d + %d runners: RSS %.1f MiB, heap in use %.1f MiB", objects, r.Config.N, rss/(1<<20), heap/(1<<20))
+	logf("operator with %d + %d runners: RSS %.1f MiB, heap in use %.1f MiB", objects, r.Config.ClaimPool, rss/(1<<20), heap/(1<<20))
 	return nil
 }
 
