@@ -155,7 +155,7 @@ func TestBench(t *testing.T) {
 				}
 				refill := time.Since(drained)
 				if !paused {
-					r.add(fmt.Sprintf("refill_%d_s", m), refill.Seconds())
+					r.add(fmt.Sprintf("refill_%d_s_c%d", m, c), refill.Seconds())
 				}
 				logf("c=%d m=%d paused=%v: bare p50 %.1fms p99 %.1fms %.0f/s; claim p50 %.1fms p99 %.1fms %.0f/s, %.2f conflicts/claim; refill %.2fs",
 					c, m, paused, bare.p(50), bare.p(99), bare.rate(), cl.p(50), cl.p(99), cl.rate(), float64(cl.conflicts)/float64(len(cl.lat)), refill.Seconds())

@@ -110,6 +110,7 @@ func (r *results) absolute(what, fig string, limit float64, useMax bool) {
 }
 
 func (r *results) evaluate() {
+	r.Targets = nil // evaluated again at each checkpoint
 	r.summarise()
 	for _, c := range r.Config.Claimers {
 		r.ratio(fmt.Sprintf("claim p99 ≤ 1.5× bare PATCH p99, %d claimers", c),
@@ -123,7 +124,7 @@ func (r *results) evaluate() {
 	r.ratio("(diagnosis) claim throughput ≥ 0.7× bare PATCH, 32 claimers, operator paused", "claim_per_s_c32_operator_paused", "bare_patch_per_s_c32_operator_paused", 0.7, true)
 	k := r.Config.Claims[32]
 	r.ratio(fmt.Sprintf("refill of %d ≤ 1.2× raw Nomad register→running of %d", k, k),
-		fmt.Sprintf("refill_%d_s", k), fmt.Sprintf("raw_nomad_register_to_running_%d_s", k), 1.2, false)
+		fmt.Sprintf("refill_%d_s_c32", k), fmt.Sprintf("raw_nomad_register_to_running_%d_s", k), 1.2, false)
 	r.ratio(fmt.Sprintf("cold fill 0→%d ≤ 1.3× raw Nomad of %d", r.Config.N, r.Config.N),
 		"cold_fill_s", fmt.Sprintf("raw_nomad_register_to_running_%d_s", r.Config.N), 1.3, false)
 	r.absolute(fmt.Sprintf("peak live runners during cold fill ≤ %d (max over repetitions)", r.Config.N), "cold_fill_peak_live_runners", float64(r.Config.N), true)
