@@ -69,6 +69,11 @@ soak: manifests test-bins ## Soak: SOAK_DURATION (10m) of claim/release against 
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) NOMAD_BIN=$(NOMAD) SOAK_DURATION=$(SOAK_DURATION) \
 		go test -tags soak ./test/soak -run TestSoak -v -count=1 -timeout 60m
 
+.PHONY: bench
+bench: manifests test-bins ## Benchmarks against the physical limits (real control plane and Nomad); writes docs/BENCHMARKS.md and docs/benchmarks.json.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) NOMAD_BIN=$(NOMAD) KUBECTL=$(KUBECTL) NRO_BENCH=1 \
+		go test ./test/bench/ -run TestBench -count=1 -v -timeout 30m $(BENCH_ARGS)
+
 ##@ Build
 
 .PHONY: build

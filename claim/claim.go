@@ -47,6 +47,19 @@ type Options struct {
 	Wait bool
 	// RetryInterval is the pause between rounds while waiting (default 200ms, jittered).
 	RetryInterval time.Duration
+	// Stats, when set, receives what the claim cost (for benchmarks and metrics).
+	Stats *Stats
+}
+
+// Stats is what one Claim cost: API calls, and candidates lost to faster claimers.
+type Stats struct {
+	// Lists is the number of idle-runner lists (one per round).
+	Lists int
+	// Patches is the number of claim patches sent (the winning one included).
+	Patches int
+	// Conflicts is the number of candidates another claimer took first (or that
+	// vanished) between the list and the patch.
+	Conflicts int
 }
 
 // Claim takes one idle runner of the environment and returns it as stored after
@@ -78,6 +91,11 @@ func Claim(ctx context.Context, c client.Client, namespace, environment string, 
 }
 
 func claimOnce(ctx context.Context, c client.Client, namespace, environment string, opts Options) (*v1alpha1.Runner, error) {
+	stats := opts.Stats
+	if stats == nil {
+		stats = &Stats{}
+	}
+	stats.Lists++
 	list := &v1alpha1.RunnerList{}
 	if err := c.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{
 		v1alpha1.EnvironmentLabel: environment,
@@ -97,11 +115,13 @@ func claimOnce(ctx context.Context, c client.Client, namespace, environment stri
 		if rn.Status.Phase != v1alpha1.RunnerIdle || !rn.DeletionTimestamp.IsZero() {
 			continue
 		}
+		stats.Patches++
 		err := c.Status().Patch(ctx, rn, client.RawPatch(types.JSONPatchType, patch))
 		switch {
 		case err == nil:
 			return rn, nil
 		case lostRace(err):
+			stats.Conflicts++
 			continue
 		default:
 			return nil, fmt.Errorf("claim runner %s/%s: %w", namespace, rn.Name, err)

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,10 @@ type NomadEventSource struct {
 	Out chan<- event.GenericEvent
 	// MaxBackoff caps the wait between reconnects (default 30s).
 	MaxBackoff time.Duration
+	// Store, when set, is filled at every (re)connect with one jobs list and one
+	// allocations list and kept current from the events, so that the Runner
+	// controller answers from it instead of reading Nomad per runner.
+	Store *JobStore
 
 	connected atomic.Bool
 }
@@ -68,10 +73,15 @@ func (s *NomadEventSource) Start(ctx context.Context) error {
 				metrics.EventStreamReconnects.Inc()
 			}
 			s.setConnected(true)
+			s.fill(ctx)
 			s.resync(ctx)
 			var streamErr error
 			index, streamErr = s.consume(ctx, ch, index)
 			s.setConnected(false)
+			if s.Store != nil {
+				// Events may be missed from now on: lookups ask Nomad until the next fill.
+				s.Store.Unsync()
+			}
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -110,8 +120,8 @@ func (s *NomadEventSource) consume(ctx context.Context, ch <-chan *nomad.Events,
 		}
 		metrics.EventStreamIndex.Set(float64(batch.Index))
 		for i := range batch.Events {
-			if jobID := eventJobID(&batch.Events[i]); jobID != "" {
-				s.enqueueJob(ctx, jobID)
+			if jobID := s.observe(&batch.Events[i]); jobID != "" {
+				s.enqueueJob(ctx, jobID, isDeregistration(&batch.Events[i]))
 			}
 		}
 		if batch.Index >= index {
@@ -120,20 +130,64 @@ func (s *NomadEventSource) consume(ctx context.Context, ch <-chan *nomad.Events,
 	}
 }
 
-func eventJobID(e *nomad.Event) string {
+// observe returns the job an event is about and, with a Store, records what
+// the event says about it (before its runner is enqueued, so the reconcile sees it).
+func (s *NomadEventSource) observe(e *nomad.Event) string {
 	switch e.Topic {
 	case nomad.TopicJob:
+		if s.Store != nil {
+			if _, _, ok := nomadbridge.ParseRunnerJobID(e.Key); ok {
+				s.Store.ObserveJob(e.Key, isDeregistration(e))
+			}
+		}
 		return e.Key
 	case nomad.TopicAllocation:
-		if alloc, err := e.Allocation(); err == nil && alloc != nil {
-			metrics.ObserveEventLag(alloc.ModifyTime)
-			return alloc.JobID
+		alloc, err := e.Allocation()
+		if err != nil || alloc == nil {
+			return ""
 		}
+		metrics.ObserveEventLag(alloc.ModifyTime)
+		if s.Store != nil {
+			if _, _, ok := nomadbridge.ParseRunnerJobID(alloc.JobID); ok {
+				s.Store.ObserveAllocation(allocationStub(alloc))
+			}
+		}
+		return alloc.JobID
 	}
 	return ""
 }
 
-func (s *NomadEventSource) enqueueJob(ctx context.Context, jobID string) {
+// fill lists every runner job and allocation (two Nomad calls in all, whatever
+// the number of runners) into the Store. On failure the store stays unsynced
+// and reconciles read Nomad directly, as without a store.
+func (s *NomadEventSource) fill(ctx context.Context) {
+	if s.Store == nil {
+		return
+	}
+	logger := log.FromContext(ctx).WithName("nomad-events")
+	jobs, err := s.Bridge.ListRunnerJobs(ctx)
+	if err != nil {
+		logger.Error(err, "Listing runner jobs for the job store failed; reading Nomad per runner until the next reconnect")
+		return
+	}
+	allocs, err := s.Bridge.ListRunnerAllocations(ctx)
+	if err != nil {
+		logger.Error(err, "Listing allocations for the job store failed; reading Nomad per runner until the next reconnect")
+		return
+	}
+	s.Store.Replace(jobs, allocs)
+	logger.Info("Filled the Nomad job store", "jobs", len(jobs), "allocations", len(allocs))
+}
+
+// isDeregistration tells a Job event that says the job was stopped or purged.
+func isDeregistration(e *nomad.Event) bool {
+	return e.Topic == nomad.TopicJob && strings.Contains(e.Type, "Deregistered")
+}
+
+// enqueueJob sends the runners of a job. A deregistration is not sent to a
+// runner being deleted: it is the runner's own purge coming back, and another
+// reconcile would only purge again.
+func (s *NomadEventSource) enqueueJob(ctx context.Context, jobID string, deregistered bool) {
 	if _, _, ok := nomadbridge.ParseRunnerJobID(jobID); !ok {
 		return // not a runner job name: certainly not ours
 	}
@@ -143,6 +197,9 @@ func (s *NomadEventSource) enqueueJob(ctx context.Context, jobID string) {
 		return
 	}
 	for i := range list.Items {
+		if deregistered && !list.Items[i].DeletionTimestamp.IsZero() {
+			continue
+		}
 		s.send(ctx, &list.Items[i])
 	}
 }

@@ -84,7 +84,7 @@ func renderDefault() (*deployedRBAC, error) {
 	}
 	d := &deployedRBAC{granted: sets.New[permission](), serviceAccounts: sets.New[string]()}
 	roles := map[string][]rbacv1.PolicyRule{} // "ClusterRole/name" or "Role/ns/name"
-	var bindings []rbacv1.RoleBinding          // ClusterRoleBindings too, Namespace ""
+	var bindings []rbacv1.RoleBinding         // ClusterRoleBindings too, Namespace ""
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
 	for {
 		u := &unstructured.Unstructured{}

@@ -60,6 +60,9 @@ type RunnerReconciler struct {
 	// NomadEvents carries runners to reconcile because Nomad said something
 	// about their job (see NomadEventSource).
 	NomadEvents <-chan event.GenericEvent
+	// Store, filled by the NomadEventSource, answers what Nomad says about a
+	// job without a read per runner (nil: always read Nomad).
+	Store *JobStore
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -140,7 +143,7 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 		runner.Status.NomadNamespace = namespace
 	}
 	if runner.Status.Phase != v1alpha1.RunnerFailed {
-		allocs, err := r.Bridge.JobAllocations(ctx, namespace, jobID)
+		allocs, err := r.jobAllocations(ctx, namespace, jobID)
 		switch {
 		case errors.Is(err, nomadbridge.ErrJobNotFound):
 			failRunner(runner, v1alpha1.ReasonNomadJobLost, fmt.Sprintf("Nomad job %s is gone.", jobID))
@@ -196,10 +199,29 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 	return r.enforceInactivity(ctx, runner)
 }
 
+// jobAllocations answers from the Store when it knows the job, and reads Nomad
+// otherwise (stream down, a job it has not seen yet, a deregistered job): a
+// store miss is never taken for a lost job.
+func (r *RunnerReconciler) jobAllocations(ctx context.Context, namespace, jobID string) ([]*nomad.AllocationListStub, error) {
+	if r.Store != nil {
+		if allocs, ok := r.Store.Allocations(jobID); ok {
+			return allocs, nil
+		}
+	}
+	return r.Bridge.JobAllocations(ctx, namespace, jobID)
+}
+
 func (r *RunnerReconciler) observePorts(ctx context.Context, runner *v1alpha1.Runner) error {
-	ports, err := r.Bridge.AllocationPorts(ctx, runner.Status.NomadNamespace, runner.Status.AllocationID)
-	if err != nil {
-		return err
+	var ports []nomad.PortMapping
+	ok := false
+	if r.Store != nil {
+		ports, ok = r.Store.Ports(runner.Status.NomadJobID, runner.Status.AllocationID)
+	}
+	if !ok {
+		var err error
+		if ports, err = r.Bridge.AllocationPorts(ctx, runner.Status.NomadNamespace, runner.Status.AllocationID); err != nil {
+			return err
+		}
 	}
 	runner.Status.Ports, runner.Status.Address = nil, ""
 	for _, p := range ports {
@@ -215,6 +237,11 @@ func (r *RunnerReconciler) observePorts(ctx context.Context, runner *v1alpha1.Ru
 // is gone, or its template changed since the runner was made: the environment
 // controller replaces such a runner).
 func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner) (bool, error) {
+	if r.Store != nil && r.Store.Known(runner.Annotations[JobIDAnnotation]) {
+		// Registered already: a reconcile on a cache that does not show our
+		// Pending write yet. Another registration would be a wasted Nomad write.
+		return true, nil
+	}
 	ee := &v1alpha1.ExecutionEnvironment{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runner.Spec.Environment}, ee); err != nil {
 		return false, client.IgnoreNotFound(err)
@@ -233,7 +260,11 @@ func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner
 	job := nomadbridge.ForRunner(envJob, jobID, nomadbridge.RunnerMeta{
 		Instance: r.Bridge.Instance(), Namespace: runner.Namespace, Environment: runner.Spec.Environment, Runner: runner.Name,
 	})
-	switch err := r.Bridge.RegisterRunnerJob(ctx, job); {
+	err = r.Bridge.RegisterRunnerJob(ctx, job)
+	if (err == nil || errors.Is(err, nomadbridge.ErrJobExists)) && r.Store != nil {
+		r.Store.Registered(jobID)
+	}
+	switch {
 	case errors.Is(err, nomadbridge.ErrJobExists):
 		log.FromContext(ctx).Info("Nomad job of Runner was already registered")
 	case err != nil:

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -14,9 +15,9 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -31,14 +32,17 @@ import (
 // the orphan collector) in a manager against a real kube-apiserver + etcd and a
 // real Nomad dev agent. Assertions read the API server directly and Nomad's API.
 var (
-	k8sClient  client.Client
+	k8sClient client.Client
 	// metricsURL and probesURL are the endpoints of the suite's manager.
 	metricsURL, probesURL string
 	operatorRBAC          *deployedRBAC
-	nomadAPI   *nomad.Client
-	bridge     *nomadbridge.NomadClient
-	kubeconfig string
-	testEnv    *envtest.Environment
+	nomadAPI              *nomad.Client
+	bridge                *nomadbridge.NomadClient
+	kubeconfig            string
+	testEnv               *envtest.Environment
+	// operatorNomad counts every Nomad request of the operator under test (the
+	// tests' own reads through bridge are not counted) and can cut its event stream.
+	operatorNomad *nomaddev.Counter
 )
 
 const instance = "controllers-suite"
@@ -56,8 +60,16 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	DeferCleanup(agent.Stop)
 	nomadAPI, err = agent.Client()
 	Expect(err).NotTo(HaveOccurred())
-	// Built as main.go builds it, so the Nomad request metrics are real.
-	bridge, err = nomadbridge.NewClientFromConfig(nomadbridge.Config{Address: agent.Addr, Instance: instance, WrapTransport: metrics.NomadTransport})
+	bridge, err = nomadbridge.NewClient(nomadAPI, instance)
+	Expect(err).NotTo(HaveOccurred())
+
+	// The operator's bridge is built as main.go builds it (so the Nomad request
+	// metrics are real), over a counter of its requests.
+	operatorNomad = nomaddev.NewCounter()
+	operatorBridge, err := nomadbridge.NewClientFromConfig(nomadbridge.Config{
+		Address: agent.Addr, Instance: instance,
+		WrapTransport: func(http.RoundTripper) http.RoundTripper { return metrics.NomadTransport(operatorNomad) },
+	})
 	Expect(err).NotTo(HaveOccurred())
 
 	cp, err := controlplane.Start()
@@ -90,7 +102,7 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	Expect(err).NotTo(HaveOccurred())
 	Expect(mgr.AddHealthzCheck("ping", healthz.Ping)).To(Succeed())
 	mgrCtx, stop := context.WithCancel(context.Background())
-	Expect(controllers.Setup(mgrCtx, mgr, controllers.Options{Bridge: bridge, OrphanInterval: 2 * time.Second})).To(Succeed())
+	Expect(controllers.Setup(mgrCtx, mgr, controllers.Options{Bridge: operatorBridge, OrphanInterval: 2 * time.Second})).To(Succeed())
 	done := make(chan error, 1)
 	go func() {
 		defer GinkgoRecover()

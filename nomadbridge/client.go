@@ -49,6 +49,11 @@ type Client interface {
 	// operator instance. Jobs of other instances and foreign jobs are never listed.
 	ListRunnerJobs(ctx context.Context) ([]JobRef, error)
 
+	// ListRunnerAllocations lists, in one call across all namespaces, the
+	// allocations of runner jobs (by job ID form) with their resources. It is
+	// how a resync learns every runner's state without one read per runner.
+	ListRunnerAllocations(ctx context.Context) ([]*nomad.AllocationListStub, error)
+
 	// ParseHCL turns HCL into a job with Nomad's own parser (/v1/jobs/parse).
 	// A syntax error returns ErrInvalidJob wrapping Nomad's message.
 	ParseHCL(ctx context.Context, hcl string) (*nomad.Job, error)

@@ -136,6 +136,26 @@ func (c *NomadClient) ListRunnerJobs(ctx context.Context) ([]JobRef, error) {
 	return refs, nil
 }
 
+// ListRunnerAllocations implements Client.
+func (c *NomadClient) ListRunnerAllocations(ctx context.Context) ([]*nomad.AllocationListStub, error) {
+	q := (&nomad.QueryOptions{
+		Namespace: "*",
+		// With their resources, so a runner turning Idle needs no read for its ports.
+		Params: map[string]string{"resources": "true"},
+	}).WithContext(ctx)
+	stubs, _, err := c.api.Allocations().List(q)
+	if err != nil {
+		return nil, fmt.Errorf("list allocations: %w", err)
+	}
+	out := stubs[:0]
+	for _, a := range stubs {
+		if _, _, ok := ParseRunnerJobID(a.JobID); ok {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
 // ParseHCL implements Client.
 func (c *NomadClient) ParseHCL(ctx context.Context, hcl string) (*nomad.Job, error) {
 	// The parse endpoint takes no context option; it is a short local call.

@@ -1,0 +1,87 @@
+package controllers
+
+import (
+	"testing"
+
+	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+)
+
+func TestJobStoreAnswersOnlyWhatItKnows(t *testing.T) {
+	s := NewJobStore()
+	if _, ok := s.Allocations("j1"); ok {
+		t.Fatal("a store never filled must miss")
+	}
+	alloc := func(id, job string, index uint64, status string) *nomad.AllocationListStub {
+		return &nomad.AllocationListStub{ID: id, JobID: job, ModifyIndex: index, CreateIndex: index, ClientStatus: status}
+	}
+	s.Replace([]nomadbridge.JobRef{{ID: "j1"}, {ID: "j2"}},
+		[]*nomad.AllocationListStub{alloc("a1", "j1", 10, "running"), alloc("x", "foreign", 10, "running")})
+
+	if got, ok := s.Allocations("j1"); !ok || len(got) != 1 || got[0].ClientStatus != "running" {
+		t.Fatalf("j1: %v %v, want its running allocation", got, ok)
+	}
+	if got, ok := s.Allocations("j2"); !ok || len(got) != 0 {
+		t.Fatalf("j2 (not placed yet): %v %v, want known with no allocation", got, ok)
+	}
+	if _, ok := s.Allocations("j3"); ok {
+		t.Fatal("a job the listing did not hold must miss (ask Nomad), never count as lost")
+	}
+	if _, ok := s.Allocations("foreign"); ok {
+		t.Fatal("allocations of jobs not listed as ours are dropped")
+	}
+
+	// An event older than the listing does not move the allocation back.
+	s.ObserveAllocation(alloc("a1", "j1", 5, "pending"))
+	if got, _ := s.Allocations("j1"); got[0].ClientStatus != "running" {
+		t.Fatalf("older event won: %s", got[0].ClientStatus)
+	}
+	s.ObserveAllocation(alloc("a1", "j1", 12, "failed"))
+	if got, _ := s.Allocations("j1"); got[0].ClientStatus != "failed" {
+		t.Fatalf("newer event lost: %s", got[0].ClientStatus)
+	}
+	// A second allocation sorts first (newest).
+	s.ObserveAllocation(alloc("a2", "j1", 20, "pending"))
+	if got, _ := s.Allocations("j1"); len(got) != 2 || got[0].ID != "a2" {
+		t.Fatalf("allocations %v, want a2 first", got)
+	}
+
+	// Deregistered: miss (ask Nomad), and late allocation events do not revive it.
+	s.ObserveJob("j1", true)
+	s.ObserveAllocation(alloc("a1", "j1", 30, "running"))
+	if _, ok := s.Allocations("j1"); ok {
+		t.Fatal("a deregistered job must miss")
+	}
+
+	// Registered by us, or by an event: known, no allocation yet.
+	s.Registered("j4")
+	s.ObserveJob("j5", false)
+	for _, j := range []string{"j4", "j5"} {
+		if got, ok := s.Allocations(j); !ok || len(got) != 0 {
+			t.Fatalf("%s: %v %v, want known with no allocation", j, got, ok)
+		}
+	}
+
+	// Stream down: everything misses until the next listing.
+	s.Unsync()
+	if _, ok := s.Allocations("j2"); ok {
+		t.Fatal("an unsynced store must miss")
+	}
+}
+
+func TestJobStorePortsFromAllocatedResources(t *testing.T) {
+	s := NewJobStore()
+	s.Replace([]nomadbridge.JobRef{{ID: "j"}}, nil)
+	a := &nomad.Allocation{ID: "a", JobID: "j", AllocatedResources: &nomad.AllocatedResources{
+		Shared: nomad.AllocatedSharedResources{Ports: []nomad.PortMapping{{Label: "http", Value: 20001, To: 8080, HostIP: "127.0.0.1"}}},
+	}}
+	s.ObserveAllocation(allocationStub(a))
+	ports, ok := s.Ports("j", "a")
+	if !ok || len(ports) != 1 || ports[0].Value != 20001 {
+		t.Fatalf("ports %v %v", ports, ok)
+	}
+	if _, ok := s.Ports("j", "other"); ok {
+		t.Fatal("unknown allocation must miss")
+	}
+}

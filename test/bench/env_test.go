@@ -1,0 +1,234 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
+)
+
+// env is one benchmark run's world: a real control plane, a real Nomad dev
+// agent behind a counting proxy, and the operator as its own process.
+type env struct {
+	root    string
+	cp      *controlplane.ControlPlane
+	agent   *nomaddev.Agent
+	nomad   *nomad.Client // direct to the agent (the harness's own calls, uncounted)
+	counter *nomaddev.Counter
+	proxy   *httptest.Server
+
+	direct client.Client // writes and reads straight to the API server
+	cached client.Client // reads from an informer cache, writes direct (how a claimer service runs)
+
+	op         *exec.Cmd
+	opLog      string
+	metricsURL string
+}
+
+func startEnv(ctx context.Context, t *testing.T) *env {
+	t.Helper()
+	e := &env{}
+	var err error
+	if e.root, err = controlplane.RepoRoot(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "manager")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	build.Dir = e.root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build manager: %v\n%s", err, out)
+	}
+
+	// 200 runners of cpu 50 / memory 32 plus the claimed ones and the raw
+	// anchor's jobs: raise the dev node well above the default.
+	if e.agent, err = nomaddev.Start(ctx, nomaddev.Options{CPUTotalCompute: 80000, MemoryTotalMB: 65536}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.agent.Stop)
+	if e.nomad, err = e.agent.Client(); err != nil {
+		t.Fatal(err)
+	}
+	e.counter = nomaddev.NewCounter()
+	h, err := e.counter.Proxy(e.agent.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.proxy = httptest.NewServer(h)
+	t.Cleanup(e.proxy.Close)
+
+	if e.cp, err = controlplane.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.cp.Stop)
+	cfg := rest.CopyConfig(e.cp.Config)
+	cfg.QPS, cfg.Burst = -1, 0 // no client-side throttling in the harness
+	if e.direct, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.New(cfg, cache.Options{Scheme: controlplane.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetInformer(ctx, &v1alpha1.Runner{}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = c.Start(ctx) }()
+	if !c.WaitForCacheSync(ctx) {
+		t.Fatal("harness cache did not sync")
+	}
+	if e.cached, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme(), Cache: &client.CacheOptions{Reader: c}}); err != nil {
+		t.Fatal(err)
+	}
+
+	port := freePort(t)
+	e.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	e.opLog = filepath.Join(dir, "operator.log")
+	logFile, err := os.Create(e.opLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.op = exec.Command(bin,
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port),
+		"--health-probe-bind-address=0",
+		"--orphan-collection-interval=1h",
+		"--operator-instance=bench",
+		"--zap-devel=false", "--zap-log-level=info")
+	e.op.Stdout, e.op.Stderr = logFile, logFile
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NOMAD_") && !strings.HasPrefix(kv, "KUBECONFIG=") {
+			e.op.Env = append(e.op.Env, kv)
+		}
+	}
+	e.op.Env = append(e.op.Env, "KUBECONFIG="+e.cp.Kubeconfig, "NOMAD_ADDR="+e.proxy.URL)
+	if err := e.op.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.resume()
+		_ = e.op.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = e.op.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = e.op.Process.Kill()
+			<-done
+		}
+		logFile.Close()
+	})
+	// Ready when its metrics answer and it has opened the event stream.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := e.metric("controller_runtime_reconcile_total", ""); err == nil && e.counter.Count("GET /v1/event/stream") > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("operator did not start; log %s:\n%s", e.opLog, tail(e.opLog))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return e
+}
+
+// pause stops the operator process (SIGSTOP); resume continues it.
+func (e *env) pause()  { _ = e.op.Process.Signal(syscall.SIGSTOP) }
+func (e *env) resume() { _ = e.op.Process.Signal(syscall.SIGCONT) }
+
+// metric sums the samples of a metric family whose label text contains match.
+func (e *env) metric(name, match string) (float64, error) {
+	resp, err := http.Get(e.metricsURL)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != '{' && line[len(name)] != ' ') {
+			continue
+		}
+		if match != "" && !strings.Contains(line, match) {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			sum += v
+			found = true
+		}
+	}
+	if !found && match == "" {
+		return 0, fmt.Errorf("metric %s not found", name)
+	}
+	return sum, sc.Err()
+}
+
+func (e *env) runnerReconciles() float64 {
+	v, _ := e.metric("controller_runtime_reconcile_total", `controller="runner"`)
+	return v
+}
+
+// memory reads the operator's RSS and peak RSS (from /proc) and Go heap in use
+// (from its metrics), in bytes.
+func (e *env) memory() (rss, hwm, heap float64) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", e.op.Process.Pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && (f[0] == "VmRSS:" || f[0] == "VmHWM:") {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			if f[0] == "VmRSS:" {
+				rss = kb * 1024
+			} else {
+				hwm = kb * 1024
+			}
+		}
+	}
+	heap, _ = e.metric("go_memstats_heap_inuse_bytes", "")
+	return rss, hwm, heap
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func tail(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(f)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}

@@ -1,0 +1,277 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
+)
+
+type figure struct {
+	Name   string    `json:"name"`
+	Values []float64 `json:"values"`
+	Min    float64   `json:"min"`
+	Median float64   `json:"median"`
+	Max    float64   `json:"max"`
+}
+
+type target struct {
+	What    string  `json:"what"`
+	Figure  string  `json:"figure"`
+	Anchor  string  `json:"anchor,omitempty"`
+	Ratio   float64 `json:"ratio,omitempty"`
+	Value   float64 `json:"value"`
+	Limit   float64 `json:"limit"`
+	Met     bool    `json:"met"`
+	Comment string  `json:"comment,omitempty"`
+}
+
+type results struct {
+	Config      config              `json:"config"`
+	Machine     map[string]string   `json:"machine"`
+	Command     string              `json:"command"`
+	Started     string              `json:"started"`
+	Duration    string              `json:"duration"`
+	Figures     []figure            `json:"figures"`
+	Targets     []target            `json:"targets"`
+	Lifetimes   int                 `json:"runnerLifetimesCounted"`
+	TotalCalls  []nomaddev.KeyCount `json:"operatorNomadCallsWholeRun"`
+	ResyncCalls []nomaddev.KeyCount `json:"operatorNomadCallsOneResync"`
+	Note        string              `json:"note,omitempty"`
+	root        string
+}
+
+func (r *results) add(name string, v float64) {
+	for i := range r.Figures {
+		if r.Figures[i].Name == name {
+			r.Figures[i].Values = append(r.Figures[i].Values, v)
+			return
+		}
+	}
+	r.Figures = append(r.Figures, figure{Name: name, Values: []float64{v}})
+}
+
+func (r *results) fig(name string) *figure {
+	for i := range r.Figures {
+		if r.Figures[i].Name == name {
+			return &r.Figures[i]
+		}
+	}
+	return nil
+}
+
+func (r *results) summarise() {
+	for i := range r.Figures {
+		f := &r.Figures[i]
+		v := append([]float64(nil), f.Values...)
+		if len(v) == 0 {
+			continue
+		}
+		sort.Float64s(v)
+		f.Min, f.Max = v[0], v[len(v)-1]
+		if len(v)%2 == 1 {
+			f.Median = v[len(v)/2]
+		} else {
+			f.Median = (v[len(v)/2-1] + v[len(v)/2]) / 2
+		}
+	}
+}
+
+// ratio compares medians: figure / anchor ≤ limit (or ≥ limit when atLeast).
+func (r *results) ratio(what, fig, anchor string, limit float64, atLeast bool) {
+	f, a := r.fig(fig), r.fig(anchor)
+	if f == nil || a == nil || a.Median == 0 {
+		return
+	}
+	x := f.Median / a.Median
+	met := x <= limit
+	if atLeast {
+		met = x >= limit
+	}
+	r.Targets = append(r.Targets, target{What: what, Figure: fig, Anchor: anchor, Ratio: x, Value: f.Median, Limit: limit, Met: met})
+}
+
+func (r *results) absolute(what, fig string, limit float64, useMax bool) {
+	f := r.fig(fig)
+	if f == nil {
+		return
+	}
+	v := f.Median
+	if useMax {
+		v = f.Max
+	}
+	r.Targets = append(r.Targets, target{What: what, Figure: fig, Value: v, Limit: limit, Met: v <= limit})
+}
+
+func (r *results) evaluate() {
+	r.Targets = nil // evaluated again at each checkpoint
+	r.summarise()
+	for _, c := range r.Config.Claimers {
+		r.ratio(fmt.Sprintf("claim p99 ≤ 1.5× bare PATCH p99, %d claimers", c),
+			fmt.Sprintf("claim_p99_ms_c%d", c), fmt.Sprintf("bare_patch_p99_ms_c%d", c), 1.5, false)
+	}
+	r.ratio("claim throughput ≥ 0.7× bare PATCH throughput, 32 claimers", "claim_per_s_c32", "bare_patch_per_s_c32", 0.7, true)
+	for _, c := range r.Config.Claimers {
+		r.ratio(fmt.Sprintf("(diagnosis) claim p99 ≤ 1.5× bare PATCH p99, %d claimers, operator paused", c),
+			fmt.Sprintf("claim_p99_ms_c%d_operator_paused", c), fmt.Sprintf("bare_patch_p99_ms_c%d_operator_paused", c), 1.5, false)
+	}
+	r.ratio("(diagnosis) claim throughput ≥ 0.7× bare PATCH, 32 claimers, operator paused", "claim_per_s_c32_operator_paused", "bare_patch_per_s_c32_operator_paused", 0.7, true)
+	k := r.Config.Claims[32]
+	r.ratio(fmt.Sprintf("refill of %d ≤ 1.2× raw Nomad register→running of %d", k, k),
+		fmt.Sprintf("refill_%d_s_c32", k), fmt.Sprintf("raw_nomad_register_to_running_%d_s", k), 1.2, false)
+	r.ratio(fmt.Sprintf("cold fill 0→%d ≤ 1.3× raw Nomad of %d", r.Config.N, r.Config.N),
+		"cold_fill_s", fmt.Sprintf("raw_nomad_register_to_running_%d_s", r.Config.N), 1.3, false)
+	r.absolute(fmt.Sprintf("peak live runners during cold fill ≤ %d (max over repetitions)", r.Config.N), "cold_fill_peak_live_runners", float64(r.Config.N), true)
+	r.absolute("Nomad writes per runner lifetime ≤ 3 (max over runners)", "nomad_writes_per_runner_lifetime", 3, true)
+	r.absolute("Nomad reads per runner per resync = 0 (beyond the lists)", "resync_per_runner_reads", 0, true)
+	r.absolute(fmt.Sprintf("operator RSS ≤ 150 MiB with %d Runner objects", r.Config.Objects), fmt.Sprintf("memory_%d_objects_rss_mib", r.Config.Objects), 150, false)
+}
+
+func machine(e *env) map[string]string {
+	m := map[string]string{"go": runtime.Version(), "goarch": runtime.GOOS + "/" + runtime.GOARCH}
+	m["nproc"] = fmt.Sprint(runtime.NumCPU())
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				m["cpu"] = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		m["memory"] = strings.Join(strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:], " ")
+	}
+	run := func(name string, args ...string) string {
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			return "unknown"
+		}
+		return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	}
+	m["kube-apiserver"] = run(filepath.Join(e.cp.Env.BinaryAssetsDirectory, "kube-apiserver"), "--version")
+	bin := os.Getenv("NOMAD_BIN")
+	if bin == "" {
+		bin = filepath.Join(e.root, "bin", "nomad")
+	}
+	m["nomad"] = run(bin, "version")
+	m["etcd"] = run(filepath.Join(e.cp.Env.BinaryAssetsDirectory, "etcd"), "--version")
+	return m
+}
+
+func (r *results) write(root string) error {
+	r.root = root
+	r.evaluate()
+	r.Command = "make bench"
+	if v := os.Getenv("BENCH_NOTE"); v != "" {
+		r.Note = v
+	}
+	dir := filepath.Join(root, "docs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	j, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "benchmarks.json"), append(j, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "BENCHMARKS.md"), []byte(r.markdown()), 0o644)
+}
+
+func (r *results) markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("# Benchmarks")
+	p("")
+	p("Generated by `%s` (test/bench, `NRO_BENCH=1`) on %s in %s: a real kube-apiserver + etcd (envtest),", r.Command, r.Started, r.Duration)
+	p("a real Nomad dev agent (raw_exec, sleeping tasks of cpu 50 / memory 32) and the operator built from")
+	p("main.go and run as its own process, talking to Nomad through a counting HTTP proxy. Each figure")
+	p("is over %d repetitions (min / median / max); ratios and targets compare medians.", r.Config.Reps)
+	p("The machine-readable file is `docs/benchmarks.json`.")
+	if r.Note != "" {
+		p("")
+		p("**Note:** %s", r.Note)
+	}
+	p("")
+	p("## Machine")
+	p("")
+	keys := make([]string, 0, len(r.Machine))
+	for k := range r.Machine {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		p("- %s: %s", k, r.Machine[k])
+	}
+	p("")
+	p("## Targets")
+	p("")
+	p("| target | figure (median) | anchor | ratio | limit | met |")
+	p("| --- | --- | --- | --- | --- | --- |")
+	for _, t := range r.Targets {
+		met := "**missed**"
+		if t.Met {
+			met = "met"
+		}
+		ratio, anchor := "", ""
+		if t.Anchor != "" {
+			ratio, anchor = fmt.Sprintf("%.2f", t.Ratio), t.Anchor
+		}
+		value := fmt.Sprintf("%.3g", t.Value)
+		p("| %s | `%s` = %s | %s | %s | %g | %s |", t.What, t.Figure, value, anchor, ratio, t.Limit, met)
+	}
+	p("")
+	p("## Figures")
+	p("")
+	p("| figure | min | median | max | values |")
+	p("| --- | --- | --- | --- | --- |")
+	for _, f := range r.Figures {
+		vals := make([]string, 0, len(f.Values))
+		if len(f.Values) <= 8 {
+			for _, v := range f.Values {
+				vals = append(vals, fmt.Sprintf("%.3g", v))
+			}
+		} else {
+			vals = append(vals, fmt.Sprintf("%d samples", len(f.Values)))
+		}
+		p("| `%s` | %.3g | %.3g | %.3g | %s |", f.Name, f.Min, f.Median, f.Max, strings.Join(vals, ", "))
+	}
+	p("")
+	p("Units: `_ms` milliseconds, `_s` seconds, `_per_s` per second, `_mib` MiB. `cN` = N concurrent claimers.")
+	p("Claims read idle runners from an informer cache (as a claimer service would) and write one status JSON patch;")
+	p("the bare PATCH is the same patch shape (a `test` of the phase plus one status field) on idle runners of the")
+	p("same pool, without the claim. Refill is timed from the last claim of a drain until the pool reports")
+	p("`PoolFilled=True` with all runners idle; raw Nomad is K jobs registered by 8 callers until all run.")
+	p("")
+	p("## Nomad calls of the operator")
+	p("")
+	p("Over the whole run (%d runner lifetimes counted for the per-runner figures):", r.Lifetimes)
+	p("")
+	p("| call | count |")
+	p("| --- | --- |")
+	for _, kc := range r.TotalCalls {
+		p("| `%s` | %d |", kc.Key, kc.Count)
+	}
+	p("")
+	p("One resync (the event stream cut, reconnected, every runner reconciled again):")
+	p("")
+	p("| call | count |")
+	p("| --- | --- |")
+	for _, kc := range r.ResyncCalls {
+		p("| `%s` | %d |", kc.Key, kc.Count)
+	}
+	// The reading of the figures is written by hand (it says what is ours and
+	// what is the limit's) and kept across runs.
+	if f, err := os.ReadFile(filepath.Join(r.root, "test", "bench", "findings.md")); err == nil {
+		p("")
+		b.Write(f)
+	}
+	return b.String()
+}
