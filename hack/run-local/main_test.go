@@ -87,6 +87,7 @@ func TestQuickstart(t *testing.T) {
 	g.Expect(export).NotTo(BeNil(), printed)
 	metricsURL := regexp.MustCompile(`curl -s (http://\S+/metrics)`).FindStringSubmatch(printed)
 	g.Expect(metricsURL).NotTo(BeNil(), printed)
+	plugin := filepath.Join(bin, "kubectl-nomadrunner")
 	env := append(os.Environ(), "KUBECONFIG="+export[1], "NOMAD_ADDR="+export[2], "PATH="+bin+":"+os.Getenv("PATH"))
 	run := func(name string, args ...string) string {
 		t.Helper()
@@ -103,11 +104,11 @@ func TestQuickstart(t *testing.T) {
 	run(kubectl, "wait", "--for=condition=Ready", "ee/python", "--timeout=60s")
 	got := run(kubectl, "get", "ee,rn")
 	g.Expect(strings.Count(got, "Idle")).To(Equal(3), got)
-	claimed := run("kubectl-nomadrunner", "claim", "python", "--holder", "me")
+	claimed := run(plugin, "claim", "python", "--holder", "me")
 	m := regexp.MustCompile(`runner/(\S+) claimed by me\ntoken: (\S+)`).FindStringSubmatch(claimed)
 	g.Expect(m).NotTo(BeNil(), claimed)
 	runner, token := m[1], m[2]
-	g.Expect(run("kubectl-nomadrunner", "exec", runner, "--", "sh", "-c", "echo hello from $NOMAD_JOB_NAME")).To(HavePrefix("hello from "))
+	g.Expect(run(plugin, "exec", runner, "--", "sh", "-c", "echo hello from $NOMAD_JOB_NAME")).To(HavePrefix("hello from "))
 
 	resp, err := http.Get(metricsURL[1])
 	g.Expect(err).NotTo(HaveOccurred())
@@ -118,7 +119,7 @@ func TestQuickstart(t *testing.T) {
 	// Everything run-local started, down to the runners' tasks, before Ctrl-C.
 	started := descendants(quickstart.Process.Pid)
 	g.Expect(len(started)).To(BeNumerically(">=", 5), "agent, apiserver, etcd, operator and task processes")
-	run("kubectl-nomadrunner", "release", runner, "--token", token)
+	run(plugin, "release", runner, "--token", token)
 
 	stop() // Ctrl-C
 	select {

@@ -114,7 +114,13 @@ func (a *Agent) launch(ctx context.Context) error {
 	a.cmd = exec.Command(a.bin, "agent", "-dev", "-bind", "127.0.0.1",
 		"-data-dir", filepath.Join(dir, "data"), "-config", config)
 	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
-	a.cmd.Env = agentEnv()
+	// Nomad's plugins (logmon, executors) make socket dirs in TMPDIR and leave
+	// them behind: keep them inside the agent's dir, which Stop removes.
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return fmt.Errorf("create nomad agent tmp dir: %w", err)
+	}
+	a.cmd.Env = append(agentEnv(), "TMPDIR="+tmp)
 	// Its own process group, so Stop can signal the agent and what it spawned.
 	// No Pdeathsig: Linux sends it when the *thread* that forked exits, and the
 	// Go runtime may retire that thread while the test runs (golang/go#27505),
