@@ -376,13 +376,24 @@ var _ = Describe("Claims and orphans", func() {
 				r.Name, time.Now().UTC().Format(time.RFC3339))
 			Expect(k8sClient.Status().Patch(ctx, r, client.RawPatch(types.JSONPatchType, []byte(patch)))).To(Succeed())
 		}
-		// Renew the busy one every second for 8 s, well past the 3 s timeout.
-		renewUntil := time.Now().Add(8 * time.Second)
-		for time.Now().Before(renewUntil) {
+		// Renew the busy one every half second until the spec ends: 8 s, well
+		// past the 3 s timeout, before looking, and on while the pool refills.
+		renew := func() error {
 			patch := fmt.Sprintf(`{"status":{"claim":{"lastActivityTime":%q}}}`, time.Now().UTC().Format(time.RFC3339))
-			Expect(k8sClient.Status().Patch(ctx, &busy, client.RawPatch(types.MergePatchType, []byte(patch)))).To(Succeed())
-			time.Sleep(time.Second)
+			return k8sClient.Status().Patch(ctx, busy.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(patch)))
 		}
+		Expect(renew()).To(Succeed())
+		renewCtx, stopRenewing := context.WithCancel(ctx)
+		renewed := make(chan struct{})
+		go func() {
+			defer close(renewed)
+			for renewCtx.Err() == nil {
+				_ = renew()
+				time.Sleep(500 * time.Millisecond)
+			}
+		}()
+		DeferCleanup(func() { stopRenewing(); <-renewed })
+		time.Sleep(8 * time.Second)
 		err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&quiet), &v1alpha1.Runner{})
 		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the unrenewed runner must be gone, got %v", err)
 		r := &v1alpha1.Runner{}
