@@ -124,9 +124,9 @@ func (s *NomadEventSource) consume(ctx context.Context, ch <-chan *nomad.Events,
 				s.enqueueJob(ctx, jobID, isDeregistration(&batch.Events[i]))
 			}
 		}
-		if batch.Index >= index {
-			index = batch.Index + 1
-		}
+		// Indexes only grow within one stream; one that went back means a new
+		// Nomad (state lost): resume from its indexes, not from the old ones.
+		index = batch.Index + 1
 	}
 }
 

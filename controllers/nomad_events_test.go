@@ -58,11 +58,14 @@ func TestNomadEventSourceResumesFromLastIndexAndResyncs(t *testing.T) {
 			return []string{o.GetAnnotations()[JobIDAnnotation]}
 		}).Build()
 
-	first, second := make(chan *nomad.Events, 4), make(chan *nomad.Events, 4)
+	first, second, third := make(chan *nomad.Events, 4), make(chan *nomad.Events, 4), make(chan *nomad.Events, 4)
 	first <- &nomad.Events{Index: 41, Events: []nomad.Event{{Topic: nomad.TopicJob, Key: jobA, Index: 41}}}
 	first <- &nomad.Events{Index: 42, Events: []nomad.Event{{Topic: nomad.TopicJob, Key: "someone-elses-job", Index: 42}}}
 	close(first) // the connection drops
-	bridge := &streamBridge{streams: []chan *nomad.Events{first, second}}
+	// Nomad restarted with its state lost: its indexes start again from 1.
+	second <- &nomad.Events{Index: 5, Events: []nomad.Event{{Topic: nomad.TopicJob, Key: jobA, Index: 5}}}
+	close(second)
+	bridge := &streamBridge{streams: []chan *nomad.Events{first, second, third}}
 
 	out := make(chan event.GenericEvent, 16)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -70,8 +73,9 @@ func TestNomadEventSourceResumesFromLastIndexAndResyncs(t *testing.T) {
 	go func() { done <- (&NomadEventSource{Bridge: bridge, Reader: reader, Out: out}).Start(ctx) }()
 
 	// Connect: a resync of both runners, then the event for runner a.
-	// Reconnect: a resync of both again.
-	want := []string{"python-a", "python-b", "python-a", "python-a", "python-b"}
+	// Reconnect: a resync of both again, then the restarted Nomad's event for a.
+	// Reconnect again: a resync of both.
+	want := []string{"python-a", "python-b", "python-a", "python-a", "python-b", "python-a", "python-a", "python-b"}
 	var got []string
 	timeout := time.After(10 * time.Second)
 	for len(got) < len(want) {
@@ -87,13 +91,13 @@ func TestNomadEventSourceResumesFromLastIndexAndResyncs(t *testing.T) {
 		t.Fatalf("Start returned %v", err)
 	}
 	// Resyncs list in name order; the event for a sits between them.
-	if got[2] != "python-a" || len(got) != 5 {
+	if got[2] != "python-a" || got[5] != "python-a" || len(got) != 8 {
 		t.Errorf("events %v, want %v", got, want)
 	}
 	bridge.mu.Lock()
 	defer bridge.mu.Unlock()
-	if len(bridge.indexes) < 2 || bridge.indexes[0] != 0 || bridge.indexes[1] != 43 {
-		t.Errorf("stream opened at indexes %v, want [0 43 ...]: resume after the last event seen", bridge.indexes)
+	if len(bridge.indexes) < 3 || bridge.indexes[0] != 0 || bridge.indexes[1] != 43 || bridge.indexes[2] != 6 {
+		t.Errorf("stream opened at indexes %v, want [0 43 6 ...]: resume after the last event seen, also when Nomad's indexes went back", bridge.indexes)
 	}
 	select {
 	case e := <-out:

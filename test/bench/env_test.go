@@ -109,7 +109,7 @@ func startEnv(ctx context.Context, t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.op = exec.Command(bin,
-		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port),
+		"--metrics-secure=false", fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port),
 		"--health-probe-bind-address=0",
 		"--orphan-collection-interval=1h",
 		"--operator-instance=bench",
