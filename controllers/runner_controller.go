@@ -44,6 +44,9 @@ const (
 	NomadNamespaceAnnotation = "execution.nomadrunner.io/nomad-namespace"
 	// jobIDIndex indexes Runners by Nomad job ID, for mapping Nomad events.
 	jobIDIndex = "nomadJobID"
+	// placementGrace is how long a runner without an allocation may wait before
+	// Nomad is asked why it is not placed.
+	placementGrace = 3 * time.Second
 	// conflictRetry is how soon a status write that lost to a newer version is retried.
 	conflictRetry = 200 * time.Millisecond
 )
@@ -132,6 +135,7 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 	jobID := runner.Annotations[JobIDAnnotation]
 	namespace := runner.Annotations[NomadNamespaceAnnotation]
 	before := runner.DeepCopy()
+	var requeue time.Duration
 
 	if runner.Status.Phase == "" {
 		registered, err := r.register(ctx, runner)
@@ -159,7 +163,13 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 			}
 			if len(allocs) == 0 && before.Status.Phase == v1alpha1.RunnerPending {
 				// Held as Pending, never deleted and recreated: say why it waits.
-				// (Not in the pass that registers the job: Nomad has not tried yet.)
+				// Not while Nomad is still at it (a filling pool of 200 otherwise
+				// reads 200 evaluations that say nothing): look once the grace
+				// period is over, and the requeue makes sure we do.
+				if wait := placementGrace - r.Clock.Since(runner.CreationTimestamp.Time); wait > 0 && runner.Status.Reason == "" {
+					requeue = wait
+					break
+				}
 				why, err := r.Bridge.PlacementFailure(ctx, namespace, jobID)
 				if err != nil {
 					return ctrl.Result{}, err
@@ -196,7 +206,11 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 		}
 		return ctrl.Result{}, err
 	}
-	return r.enforceInactivity(ctx, runner)
+	res, err := r.enforceInactivity(ctx, runner)
+	if requeue > 0 && (res.RequeueAfter == 0 || requeue < res.RequeueAfter) {
+		res.RequeueAfter = requeue
+	}
+	return res, err
 }
 
 // jobAllocations answers from the Store when it knows the job, and reads Nomad
