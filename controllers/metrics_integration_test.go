@@ -37,9 +37,14 @@ var _ = Describe("The metrics endpoint and probes", func() {
 		Expect(k8sClient.Create(ctx, binding)).To(Succeed())
 		DeferCleanup(func(ctx context.Context) { Expect(k8sClient.Delete(ctx, binding)).To(Succeed()) })
 
-		code, _ := scrape(ctx, "")
-		Expect(code).To(Equal(http.StatusUnauthorized), "no token")
-		code, _ = scrape(ctx, stranger)
+		// The manager may still be starting its metrics server when this spec runs first.
+		Eventually(func(g Gomega) {
+			code, _, err := scrape(ctx, "")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(code).To(Equal(http.StatusUnauthorized), "no token")
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		code, _, err := scrape(ctx, stranger)
+		Expect(err).NotTo(HaveOccurred())
 		Expect(code).To(Equal(http.StatusForbidden), "a token without the metrics-reader role")
 
 		By("reading a pool of 2 Idle runners")
@@ -60,7 +65,7 @@ var _ = Describe("The metrics endpoint and probes", func() {
 		}).WithTimeout(20 * time.Second).Should(Succeed())
 
 		By("claiming one: 1 Claimed, 1 claim counted, and the pool refilled to 2 Idle")
-		_, err := claim.Claim(ctx, k8sClient, ns, "metered", claim.Options{Holder: "metrics", Token: "t-m"})
+		_, err = claim.Claim(ctx, k8sClient, ns, "metered", claim.Options{Holder: "metrics", Token: "t-m"})
 		Expect(err).NotTo(HaveOccurred())
 		expectIdlePool(ctx, ns, "metered", 2, 1)
 		Eventually(func(g Gomega) {
@@ -81,15 +86,18 @@ var _ = Describe("The metrics endpoint and probes", func() {
 	}, SpecTimeout(120*time.Second))
 
 	It("is ready once the leader reads Nomad's event stream", func(ctx SpecContext) {
+		// The spec may run first, while the manager is still starting.
 		for _, path := range []string{"/healthz", "/readyz"} {
-			resp, err := http.Get(probesURL + path + "?verbose")
-			Expect(err).NotTo(HaveOccurred())
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			Expect(resp.StatusCode).To(Equal(http.StatusOK), "%s: %s", path, body)
-			if path == "/readyz" {
-				Expect(string(body)).To(ContainSubstring("[+]nomad-event-stream ok"))
-			}
+			Eventually(func(g Gomega) {
+				resp, err := http.Get(probesURL + path + "?verbose")
+				g.Expect(err).NotTo(HaveOccurred())
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				g.Expect(resp.StatusCode).To(Equal(http.StatusOK), "%s: %s", path, body)
+				if path == "/readyz" {
+					g.Expect(string(body)).To(ContainSubstring("[+]nomad-event-stream ok"))
+				}
+			}).WithTimeout(30 * time.Second).Should(Succeed())
 		}
 	})
 })
@@ -115,24 +123,27 @@ func serviceAccountToken(ctx context.Context, ns, name string) string {
 }
 
 // scrape GETs the metrics endpoint (its certificate is self-signed).
-func scrape(ctx context.Context, token string) (int, string) {
-	GinkgoHelper()
+func scrape(ctx context.Context, token string) (int, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
-	Expect(err).NotTo(HaveOccurred())
+	if err != nil {
+		return 0, "", err
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	resp, err := c.Do(req)
-	Expect(err).NotTo(HaveOccurred())
+	if err != nil {
+		return 0, "", err
+	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	Expect(err).NotTo(HaveOccurred())
-	return resp.StatusCode, string(body)
+	return resp.StatusCode, string(body), err
 }
 
 func scrapeOK(ctx context.Context, g Gomega, token string) string {
-	code, text := scrape(ctx, token)
+	code, text, err := scrape(ctx, token)
+	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(code).To(Equal(http.StatusOK), text)
 	return text
 }

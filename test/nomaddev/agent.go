@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -291,8 +292,11 @@ func binary(explicit string) (string, error) {
 	return "", errors.New("no nomad binary: run `make nomad` (or set NOMAD_BIN)")
 }
 
-// freePorts reserves n distinct free TCP ports on loopback. Another process may
-// take one before the agent binds it; that is rare and fails the start loudly.
+// freePorts reserves n distinct free TCP ports on loopback, below the kernel's
+// ephemeral range (32768 and up here). A port from that range, once an agent
+// stops (Restart, Kill), can be handed to any outgoing connection or to another
+// suite's agent before this one is relaunched on it; ports picked at random
+// from 20000-31999 are almost never taken meanwhile.
 func freePorts(n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener
@@ -301,10 +305,13 @@ func freePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			return nil, errors.New("reserve a free port: none free in 20000-31999")
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000)))
 		if err != nil {
-			return nil, fmt.Errorf("reserve a free port: %w", err)
+			continue
 		}
 		ls = append(ls, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
