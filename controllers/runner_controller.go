@@ -440,10 +440,10 @@ func short(id string) string {
 	return id
 }
 
-// runnerChangeMatters filters Runner updates down to those that need Nomad to be
-// looked at again: each reconcile reads the job's allocations, and our own label
-// and status writes would otherwise each cost one more read. A periodic resync
-// (same resourceVersion) always passes.
+// runnerChangeMatters filters Runner updates down to those that need the
+// runner's Nomad state looked at again: our own label and status writes would
+// otherwise each cost one more reconcile (and, on a job-store miss, one more
+// Nomad read). A periodic resync (same resourceVersion) always passes.
 func runnerChangeMatters(e event.UpdateEvent) bool {
 	o, okOld := e.ObjectOld.(*v1alpha1.Runner)
 	n, okNew := e.ObjectNew.(*v1alpha1.Runner)

@@ -35,13 +35,13 @@ var (
 		Help:      "Runners seen turning from Idle to Claimed.",
 	}, []string{"namespace", "environment"})
 
-	// ClaimConflicts counts the operator's own status writes that lost to a
-	// concurrent claim or renewal: the optimistic lock turned them down, and the
-	// client's write won, as it must.
+	// ClaimConflicts counts the operator's own status writes that the optimistic
+	// lock turned down: mostly a concurrent claim or renewal (the client's write
+	// wins, as it must), sometimes a cache not yet showing the operator's last write.
 	ClaimConflicts = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace,
 		Name:      "claim_conflicts_total",
-		Help:      "Runner status writes of the operator refused with a conflict because a client claimed or renewed the runner meanwhile (the client wins).",
+		Help:      "Runner status writes of the operator refused with a conflict: a client claimed or renewed the runner meanwhile (the client wins), or the operator's cache was behind its own last write.",
 	})
 
 	// NomadRequests, NomadRequestErrors and NomadRequestDuration describe every
