@@ -42,6 +42,7 @@ func main() {
 		metricsSecure        bool
 		metricsCertDir       string
 		probeAddr            string
+		pprofAddr            string
 		enableLeaderElection bool
 		leaderElectionNS     string
 		nomadConfig          nomadbridge.Config
@@ -55,6 +56,8 @@ func main() {
 	flag.StringVar(&metricsCertDir, "metrics-cert-dir", "",
 		"folder with tls.crt and tls.key for the metrics endpoint; empty: a self-signed certificate made at start")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the health and readiness probes bind to")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0",
+		"address Go's pprof endpoints (/debug/pprof/) bind to, for profiling; \"0\" (the default) disables them")
 	flag.BoolVar(&enableLeaderElection, "leader-elect", false,
 		"enable leader election, so that of several replicas only one reconciles at a time")
 	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "",
@@ -99,6 +102,7 @@ func main() {
 		Cache:                   cache.Options{SyncPeriod: &resyncPeriod},
 		Metrics:                 metricsOptions,
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          enableLeaderElection,
 		LeaderElectionID:        "5e1f2a7c.execution.nomadrunner.io",
 		LeaderElectionNamespace: leaderElectionNS,

@@ -79,7 +79,10 @@ func TestBench(t *testing.T) {
 	// Raw Nomad anchors: K jobs registered (8 callers) until all run.
 	for _, k := range []int{cfg.Claims[32], cfg.N} {
 		for rep := range cfg.Reps {
-			d, err := rawNomad(ctx, e.nomad, k, fmt.Sprintf("raw%d-%d", k, rep))
+			cpu0, api0 := e.cpu(), e.apiRequests()
+			d, err := rawNomad(ctx, e.nomad, k, fmt.Sprintf("raw%d-%d", k, rep), func() {
+				e.cost(r, fmt.Sprintf("raw_nomad_%d", k), cpu0, api0, k)
+			})
 			if err != nil {
 				t.Fatalf("raw nomad %d: %v", k, err)
 			}
@@ -94,10 +97,14 @@ func TestBench(t *testing.T) {
 	var ns, envName string
 	for rep := range cfg.Reps {
 		ns, envName = fmt.Sprintf("bench-cold-%d", rep), fmt.Sprintf("cold%d", rep)
+		cpu0, api0 := e.cpu(), e.apiRequests()
+		profiled := e.profile(fmt.Sprintf("cold-fill-%d", rep), 20*time.Second)
 		d, peak, peakJobs, err := coldFill(ctx, e, ns, envName, cfg.N)
+		profiled()
 		if err != nil {
 			t.Fatalf("cold fill: %v\n%s", err, tail(e.opLog))
 		}
+		e.cost(r, "cold_fill", cpu0, api0, cfg.N)
 		r.add("cold_fill_s", d.Seconds())
 		r.add("cold_fill_peak_live_runners", float64(peak))
 		r.add("cold_fill_peak_nomad_jobs", float64(peakJobs))
@@ -137,6 +144,12 @@ func TestBench(t *testing.T) {
 					e.resume()
 					t.Fatal(err)
 				}
+				var cpu0, api0 map[string]float64
+				profiled := func() {}
+				if !paused { // a paused operator answers no scrape
+					cpu0, api0 = e.cpu(), e.apiRequests()
+					profiled = e.profile(fmt.Sprintf("claims-c%d", c), 5*time.Second)
+				}
 				cl, claimed, err := claims(ctx, e, ns, envName, c, m)
 				drained := time.Now()
 				e.resume()
@@ -154,8 +167,11 @@ func TestBench(t *testing.T) {
 					t.Fatal(err)
 				}
 				refill := time.Since(drained)
+				profiled()
 				if !paused {
 					r.add(fmt.Sprintf("refill_%d_s_c%d", m, c), refill.Seconds())
+					// What a claim and the refill it causes cost, per claim.
+					e.cost(r, fmt.Sprintf("claim_refill_c%d", c), cpu0, api0, m)
 				}
 				logf("c=%d m=%d paused=%v: bare p50 %.1fms p99 %.1fms %.0f/s; claim p50 %.1fms p99 %.1fms %.0f/s, %.2f conflicts/claim; refill %.2fs",
 					c, m, paused, bare.p(50), bare.p(99), bare.rate(), cl.p(50), cl.p(99), cl.rate(), float64(cl.conflicts)/float64(len(cl.lat)), refill.Seconds())
@@ -207,7 +223,9 @@ type config struct {
 
 // --- raw Nomad -------------------------------------------------------------
 
-func rawNomad(ctx context.Context, api *nomad.Client, k int, prefix string) (time.Duration, error) {
+// rawNomad registers k jobs and waits until all run; running is called then,
+// before the jobs are stopped and purged.
+func rawNomad(ctx context.Context, api *nomad.Client, k int, prefix string, running func()) (time.Duration, error) {
 	ids := make([]string, k)
 	for i := range ids {
 		ids[i] = prefix + "-" + uuid.NewString()
@@ -240,6 +258,7 @@ func rawNomad(ctx context.Context, api *nomad.Client, k int, prefix string) (tim
 		time.Sleep(100 * time.Millisecond)
 	}
 	d := time.Since(start)
+	running()
 	// Stop first and wait until the client has stopped every task: a purge
 	// alone leaves the tasks running for minutes on a dev agent, and hundreds
 	// of leftover processes would weigh on every later figure.

@@ -43,6 +43,7 @@ type env struct {
 	op         *exec.Cmd
 	opLog      string
 	metricsURL string
+	pprofURL   string
 }
 
 func startEnv(ctx context.Context, t *testing.T) *env {
@@ -101,8 +102,9 @@ func startEnv(ctx context.Context, t *testing.T) *env {
 		t.Fatal(err)
 	}
 
-	port := freePort(t)
+	port, pprofPort := freePort(t), freePort(t)
 	e.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	e.pprofURL = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof", pprofPort)
 	e.opLog = filepath.Join(dir, "operator.log")
 	logFile, err := os.Create(e.opLog)
 	if err != nil {
@@ -110,7 +112,7 @@ func startEnv(ctx context.Context, t *testing.T) *env {
 	}
 	e.op = exec.Command(bin,
 		"--metrics-secure=false", fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port),
-		"--health-probe-bind-address=0",
+		"--health-probe-bind-address=0", fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pprofPort),
 		"--orphan-collection-interval=1h",
 		"--operator-instance=bench",
 		"--zap-devel=false", "--zap-log-level=info")
@@ -155,9 +157,13 @@ func startEnv(ctx context.Context, t *testing.T) *env {
 func (e *env) pause()  { _ = e.op.Process.Signal(syscall.SIGSTOP) }
 func (e *env) resume() { _ = e.op.Process.Signal(syscall.SIGCONT) }
 
+// scrapeClient gives up on an operator that does not answer (one paused by
+// mistake) instead of hanging the run.
+var scrapeClient = &http.Client{Timeout: 30 * time.Second}
+
 // metric sums the samples of a metric family whose label text contains match.
 func (e *env) metric(name, match string) (float64, error) {
-	resp, err := http.Get(e.metricsURL)
+	resp, err := scrapeClient.Get(e.metricsURL)
 	if err != nil {
 		return 0, err
 	}
@@ -185,6 +191,54 @@ func (e *env) metric(name, match string) (float64, error) {
 		return 0, fmt.Errorf("metric %s not found", name)
 	}
 	return sum, sc.Err()
+}
+
+// apiRequests is the operator's API server requests so far, by HTTP method.
+func (e *env) apiRequests() map[string]float64 {
+	out := map[string]float64{}
+	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		out[m], _ = e.metric("rest_client_requests_total", `method="`+m+`"`)
+	}
+	return out
+}
+
+// profile fetches a CPU profile of the operator over the next d into
+// $BENCH_PROFILE_DIR/name.pprof, when that folder is set (for `go tool pprof`).
+// The returned func waits for it.
+func (e *env) profile(name string, d time.Duration) (wait func()) {
+	dir := os.Getenv("BENCH_PROFILE_DIR")
+	if dir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("%s/profile?seconds=%d", e.pprofURL, int(d.Seconds())))
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		if f, err := os.Create(filepath.Join(dir, name+".pprof")); err == nil {
+			_, _ = io.Copy(f, resp.Body)
+			f.Close()
+		}
+	}()
+	return func() { <-done }
+}
+
+// cpu reads the CPU seconds of every component so far (see cpuByComponent).
+func (e *env) cpu() map[string]float64 { return cpuByComponent(e.op.Process.Pid) }
+
+// cost records what a phase of the benchmark cost per runner (or per claim):
+// CPU by component and the operator's API requests by method, since the
+// readings cpu0 and api0.
+func (e *env) cost(r *results, phase string, cpu0, api0 map[string]float64, per int) {
+	cpuSince(cpu0, e.op.Process.Pid).add(r, "cpu_ms_per_runner_"+phase, float64(per)/1000)
+	for m, v := range e.apiRequests() {
+		if d := v - api0[m]; d > 0 || api0[m] > 0 {
+			r.add("operator_api_"+m+"_per_runner_"+phase, d/float64(per))
+		}
+	}
 }
 
 func (e *env) runnerReconciles() float64 {

@@ -233,6 +233,9 @@ func (r *results) markdown() string {
 	p("| figure | min | median | max | values |")
 	p("| --- | --- | --- | --- | --- |")
 	for _, f := range r.Figures {
+		if isCostFigure(f.Name) {
+			continue // in the cost tables below
+		}
 		vals := make([]string, 0, len(f.Values))
 		if len(f.Values) <= 8 {
 			for _, v := range f.Values {
@@ -250,6 +253,7 @@ func (r *results) markdown() string {
 	p("same pool, without the claim. Refill is timed from the last claim of a drain until the pool reports")
 	p("`PoolFilled=True` with all runners idle; raw Nomad is K jobs registered by 8 callers until all run.")
 	p("")
+	r.costTables(p)
 	p("## Nomad calls of the operator")
 	p("")
 	p("Over the whole run (%d runner lifetimes counted for the per-runner figures):", r.Lifetimes)
@@ -274,4 +278,63 @@ func (r *results) markdown() string {
 		b.Write(f)
 	}
 	return b.String()
+}
+
+const (
+	cpuPrefix = "cpu_ms_per_runner_"
+	apiPrefix = "operator_api_"
+)
+
+func isCostFigure(name string) bool {
+	return strings.HasPrefix(name, cpuPrefix) || strings.HasPrefix(name, apiPrefix)
+}
+
+// costPhases are the phases whose cost is recorded, in the order of the run.
+func (r *results) costPhases() []string {
+	phases := []string{fmt.Sprintf("raw_nomad_%d", r.Config.Claims[32]), fmt.Sprintf("raw_nomad_%d", r.Config.N), "cold_fill"}
+	for _, c := range r.Config.Claimers {
+		phases = append(phases, fmt.Sprintf("claim_refill_c%d", c))
+	}
+	return phases
+}
+
+// costTables shows where the CPU went and what the operator asked of the API
+// server, per runner (per claim for the claim rows), medians over repetitions.
+func (r *results) costTables(p func(string, ...any)) {
+	median := func(name string) string {
+		if f := r.fig(name); f != nil {
+			return fmt.Sprintf("%.3g", f.Median)
+		}
+		return "–"
+	}
+	components := []string{"operator", "kube_apiserver", "etcd", "nomad", "harness", "other", "total"}
+	p("## Where the CPU goes")
+	p("")
+	p("CPU milliseconds per runner (per claim for `claim_refill`: the claim and the refill it causes, until")
+	p("the pool is filled again), by process tree, read from /proc; medians. `nomad` is the agent with")
+	p("everything it starts (executors, logmon, the tasks); `harness` is the benchmark's own process.")
+	p("")
+	p("| phase | %s |", strings.Join(components, " | "))
+	p("| --- |%s", strings.Repeat(" --- |", len(components)))
+	for _, ph := range r.costPhases() {
+		row := make([]string, 0, len(components))
+		for _, c := range components {
+			row = append(row, median(cpuPrefix+ph+"_"+c))
+		}
+		p("| %s | %s |", ph, strings.Join(row, " | "))
+	}
+	p("")
+	methods := []string{"GET", "POST", "PUT", "PATCH", "DELETE"}
+	p("The operator's requests to the API server per runner (per claim), by method; medians:")
+	p("")
+	p("| phase | %s |", strings.Join(methods, " | "))
+	p("| --- |%s", strings.Repeat(" --- |", len(methods)))
+	for _, ph := range r.costPhases()[2:] {
+		row := make([]string, 0, len(methods))
+		for _, m := range methods {
+			row = append(row, median(apiPrefix+m+"_per_runner_"+ph))
+		}
+		p("| %s | %s |", ph, strings.Join(row, " | "))
+	}
+	p("")
 }
