@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -97,10 +98,12 @@ func claimOnce(ctx context.Context, c client.Client, namespace, environment stri
 	}
 	stats.Lists++
 	list := &v1alpha1.RunnerList{}
-	if err := c.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{
-		v1alpha1.EnvironmentLabel: environment,
-		v1alpha1.StateLabel:       "idle",
-	}); err != nil {
+	if err := c.List(ctx, list, client.InNamespace(namespace),
+		client.MatchingLabels{v1alpha1.EnvironmentLabel: environment},
+		client.MatchingFields{v1alpha1.PhaseField: string(v1alpha1.RunnerIdle)}); err != nil {
+		if strings.Contains(err.Error(), "field:"+v1alpha1.PhaseField) {
+			err = fmt.Errorf("%w (a client reading from an informer cache needs claim.IndexFields on that cache)", err)
+		}
 		return nil, fmt.Errorf("list idle runners of %s/%s: %w", namespace, environment, err)
 	}
 	candidates := list.Items
@@ -128,6 +131,20 @@ func claimOnce(ctx context.Context, c client.Client, namespace, environment stri
 		}
 	}
 	return nil, fmt.Errorf("claim a runner of %s/%s: %w", namespace, environment, ErrNoIdleRunner)
+}
+
+// IndexFields registers on an informer cache the field index Claim lists with
+// (status.phase), so a claimer service can claim through a cache-backed client
+// (client.Options.Cache): each claim then costs one API write and no list on
+// the API server. Call it before the cache starts. A direct client needs
+// nothing: the API server selects on the field itself.
+func IndexFields(ctx context.Context, indexer client.FieldIndexer) error {
+	return indexer.IndexField(ctx, &v1alpha1.Runner{}, v1alpha1.PhaseField, func(o client.Object) []string {
+		if rn, ok := o.(*v1alpha1.Runner); ok && rn.Status.Phase != "" {
+			return []string{string(rn.Status.Phase)}
+		}
+		return nil
+	})
 }
 
 // lostRace tells the answers that mean "someone else was faster": the test op

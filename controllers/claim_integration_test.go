@@ -14,6 +14,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -137,6 +138,42 @@ var _ = Describe("Claiming with the claim package", func() {
 
 		Expect(claim.Release(ctx, claimer, rn, "t-g")).To(Succeed())
 		expectIdlePool(ctx, ns, "python", 1, 0)
+	}, SpecTimeout(120*time.Second))
+
+	It("claims through an informer cache with claim.IndexFields, and says what is missing without it", func(ctx SpecContext) {
+		newEnvironment(ctx, ns, "python", 2)
+		expectIdlePool(ctx, ns, "python", 2, 0)
+		// A claimer service: reads from its own cache, writes to the API server.
+		newCachedClient := func(index bool) client.Client {
+			c, err := cache.New(testEnv.Config, cache.Options{Scheme: controlplane.Scheme(), DefaultNamespaces: map[string]cache.Config{ns: {}}})
+			Expect(err).NotTo(HaveOccurred())
+			if index {
+				Expect(claim.IndexFields(ctx, c)).To(Succeed())
+			}
+			_, err = c.GetInformer(ctx, &v1alpha1.Runner{})
+			Expect(err).NotTo(HaveOccurred())
+			cctx, cancel := context.WithCancel(ctx)
+			DeferCleanup(cancel)
+			go func() { _ = c.Start(cctx) }()
+			Expect(c.WaitForCacheSync(ctx)).To(BeTrue())
+			cl, err := client.New(testEnv.Config, client.Options{Scheme: controlplane.Scheme(), Cache: &client.CacheOptions{Reader: c}})
+			Expect(err).NotTo(HaveOccurred())
+			return cl
+		}
+
+		_, err := claim.Claim(ctx, newCachedClient(false), ns, "python", claim.Options{Holder: "svc"})
+		Expect(err).To(MatchError(ContainSubstring("claim.IndexFields")))
+
+		cached := newCachedClient(true)
+		first, err := claim.Claim(ctx, cached, ns, "python", claim.Options{Holder: "svc", Token: "t-1"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(first.Status.Phase).To(Equal(v1alpha1.RunnerClaimed))
+		// The cache may still show the first runner Idle: the claim's test op
+		// refuses it, and Claim moves on to the other idle runner.
+		second, err := claim.Claim(ctx, cached, ns, "python", claim.Options{Holder: "svc", Token: "t-2"})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(second.Name).NotTo(Equal(first.Name))
+		expectIdlePool(ctx, ns, "python", 2, 2)
 	}, SpecTimeout(120*time.Second))
 
 	It("renews only with the claim's token and releases by deleting the runner", func(ctx SpecContext) {

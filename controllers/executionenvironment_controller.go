@@ -51,6 +51,8 @@ type ExecutionEnvironmentReconciler struct {
 	// MaxCreatesPerPass and MaxSurge tune ComputePoolAction (defaults 50 and 25%).
 	MaxCreatesPerPass int
 	MaxSurge          int
+	// StatusBatch spaces out status writes that only change counts (nil: write each).
+	StatusBatch *StatusBatcher
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -81,11 +83,22 @@ func (r *ExecutionEnvironmentReconciler) Reconcile(ctx context.Context, req reco
 	defer func() {
 		r.computeStatus(ee, runners, retErr)
 		r.setCrashLoopCondition(ee, before, crash)
-		if !equality.Semantic.DeepEqual(before.Status, ee.Status) {
-			if err := r.Status().Patch(ctx, ee, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
-				retErr = errors.Join(retErr, fmt.Errorf("write status of environment %s: %w", ee.Name, err))
-			}
+		if equality.Semantic.DeepEqual(before.Status, ee.Status) {
+			return
 		}
+		if hold := r.StatusBatch.Hold(ee.UID, &before.Status, &ee.Status); hold > 0 {
+			// Only counts changed and the last write is recent: write them
+			// with the next pass, at the latest when the hold ends.
+			if result.RequeueAfter == 0 || hold < result.RequeueAfter {
+				result.RequeueAfter = hold
+			}
+			return
+		}
+		if err := r.Status().Patch(ctx, ee, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+			retErr = errors.Join(retErr, fmt.Errorf("write status of environment %s: %w", ee.Name, err))
+			return
+		}
+		r.StatusBatch.Wrote(ee.UID)
 	}()
 	return r.reconcileNormal(ctx, ee, runners, &crash)
 }
@@ -219,10 +232,7 @@ func (r *ExecutionEnvironmentReconciler) createRunner(ctx context.Context, ee *v
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: ee.Name + "-",
 			Namespace:    ee.Namespace,
-			Labels: map[string]string{
-				v1alpha1.EnvironmentLabel: ee.Name,
-				v1alpha1.StateLabel:       "pending",
-			},
+			Labels:       map[string]string{v1alpha1.EnvironmentLabel: ee.Name},
 			Annotations: map[string]string{
 				JobIDAnnotation:          nomadbridge.NewRunnerJobID(ee.Name),
 				NomadNamespaceAnnotation: ptr.Deref(envJob.Namespace, ""),
@@ -293,6 +303,7 @@ func (r *ExecutionEnvironmentReconciler) reconcileDelete(ctx context.Context, ee
 		r.CrashLoops.Forget(client.ObjectKeyFromObject(ee))
 	}
 	r.Renderer.Forget(ee.UID)
+	r.StatusBatch.Forget(ee.UID)
 	patch := client.MergeFrom(ee.DeepCopy())
 	controllerutil.RemoveFinalizer(ee, EnvironmentFinalizer)
 	return r.Patch(ctx, ee, patch)

@@ -278,14 +278,15 @@ func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner
 	if (err == nil || errors.Is(err, nomadbridge.ErrJobExists)) && r.Store != nil {
 		r.Store.Registered(jobID)
 	}
+	// No Normal event for a registration: the environment's SuccessfulCreate
+	// names the job already, and one more API write per runner would slow
+	// every fill and refill.
 	switch {
 	case errors.Is(err, nomadbridge.ErrJobExists):
 		log.FromContext(ctx).Info("Nomad job of Runner was already registered")
 	case err != nil:
 		r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, "FailedRegister", "Register", "Registering Nomad job %s failed: %v", jobID, err)
 		return false, err
-	default:
-		r.Recorder.Eventf(runner, nil, corev1.EventTypeNormal, "Registered", "Register", "Registered Nomad job %s", jobID)
 	}
 	return true, nil
 }
@@ -384,30 +385,16 @@ func (r *RunnerReconciler) enforceInactivity(ctx context.Context, runner *v1alph
 // writeStatus patches the fields this controller owns, with an optimistic lock:
 // if a client claimed or renewed the runner since it was read, the patch fails
 // with a conflict and the reconcile runs again on fresh data. A claim is never
-// overwritten. It also keeps the state label in step with the phase.
+// overwritten. A phase change is this one write: claimers select on the phase
+// field itself (the CRD's selectableFields), there is no label to keep in step.
 func (r *RunnerReconciler) writeStatus(ctx context.Context, runner, before *v1alpha1.Runner) error {
 	runner.Status.ObservedGeneration = runner.Generation
 	meta.SetStatusCondition(&runner.Status.Conditions, readyCondition(runner))
-	if !equality.Semantic.DeepEqual(before.Status, runner.Status) {
-		if err := r.Status().Patch(ctx, runner, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
-			return fmt.Errorf("write status of runner %s: %w", runner.Name, err)
-		}
-	}
-	return r.syncStateLabel(ctx, runner)
-}
-
-func (r *RunnerReconciler) syncStateLabel(ctx context.Context, runner *v1alpha1.Runner) error {
-	want := strings.ToLower(string(runner.Status.Phase))
-	if want == "" || runner.Labels[v1alpha1.StateLabel] == want {
+	if equality.Semantic.DeepEqual(before.Status, runner.Status) {
 		return nil
 	}
-	patch := client.MergeFrom(runner.DeepCopy())
-	if runner.Labels == nil {
-		runner.Labels = map[string]string{}
-	}
-	runner.Labels[v1alpha1.StateLabel] = want
-	if err := r.Patch(ctx, runner, patch); err != nil {
-		return fmt.Errorf("label runner %s %s: %w", runner.Name, want, err)
+	if err := r.Status().Patch(ctx, runner, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("write status of runner %s: %w", runner.Name, err)
 	}
 	return nil
 }
@@ -441,7 +428,7 @@ func short(id string) string {
 }
 
 // runnerChangeMatters filters Runner updates down to those that need the
-// runner's Nomad state looked at again: our own label and status writes would
+// runner's Nomad state looked at again: our own status writes would
 // otherwise each cost one more reconcile (and, on a job-store miss, one more
 // Nomad read). A periodic resync (same resourceVersion) always passes.
 func runnerChangeMatters(e event.UpdateEvent) bool {

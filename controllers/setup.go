@@ -38,6 +38,9 @@ type Options struct {
 	// CrashLoopBaseDelay is the first backoff before replacing runners that keep
 	// failing unclaimed; it doubles per failure up to 5 min (0: 1s).
 	CrashLoopBaseDelay time.Duration
+	// StatusCountsInterval spaces an environment's status writes that only
+	// change runner counts (0: 1s; negative: write every change).
+	StatusCountsInterval time.Duration
 }
 
 // Setup registers both controllers, the Nomad event source and the orphan
@@ -51,6 +54,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}
 	if o.MaxConcurrentRunnerReconciles == 0 {
 		o.MaxConcurrentRunnerReconciles = 16
+	}
+	if o.StatusCountsInterval == 0 {
+		o.StatusCountsInterval = time.Second
 	}
 	renderer := &Renderer{Bridge: o.Bridge, DefaultTemplate: o.DefaultTemplate}
 	nomadEvents := make(chan event.GenericEvent, 1024)
@@ -80,6 +86,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Nomad:             health,
 		MaxCreatesPerPass: 50,
 		MaxSurge:          1,
+		// The real clock: a held write must come due even under a test's clock.
+		StatusBatch: NewStatusBatcher(o.StatusCountsInterval, clock.RealClock{}),
 	}).SetupWithManager(mgr, opts); err != nil {
 		return fmt.Errorf("set up executionenvironment controller: %w", err)
 	}

@@ -4,12 +4,20 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Labels the operator puts on every Runner, so a claimer lists the idle runners of
-// an environment with one label selector:
-// execution.nomadrunner.io/environment=NAME,execution.nomadrunner.io/state=idle
+// EnvironmentLabel is on every Runner and names its environment. A claimer
+// lists the idle runners of an environment with this label and the field
+// selector status.phase=Idle (PhaseField):
+//
+//	kubectl get rn -l execution.nomadrunner.io/environment=NAME --field-selector status.phase=Idle
+//
+// The phase is a selectable field rather than a label so that a phase change
+// is one status write, and a listing never shows a label that lags the phase.
+const EnvironmentLabel = "execution.nomadrunner.io/environment"
+
+// Field selectors Runners support (the CRD's selectableFields).
 const (
-	EnvironmentLabel = "execution.nomadrunner.io/environment"
-	StateLabel       = "execution.nomadrunner.io/state"
+	PhaseField       = "status.phase"
+	EnvironmentField = "spec.environment"
 )
 
 // RunnerPhase is where a runner is in its life: Pending → Idle → Claimed → deleted,
@@ -190,6 +198,8 @@ type RunnerStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:shortName=rn,categories=nomadrunner
 // +kubebuilder:subresource:status
+// +kubebuilder:selectablefield:JSONPath=`.status.phase`
+// +kubebuilder:selectablefield:JSONPath=`.spec.environment`
 // +kubebuilder:printcolumn:name="Environment",type=string,JSONPath=`.spec.environment`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Holder",type=string,JSONPath=`.status.claim.holder`

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,9 +51,10 @@ func TestBench(t *testing.T) {
 		// The claims run on a smaller pool than the cold fill: each idle
 		// raw_exec runner is a Nomad executor and logmon process, and 200 of
 		// them plus the claimed ones overload 2 cores.
-		ClaimPool: envInt("BENCH_CLAIM_POOL", 100),
-		Claimers:  []int{1, 8, 32},
-		Claims:    map[int]int{1: 16, 8: 32, 32: 64},
+		ClaimPool:    envInt("BENCH_CLAIM_POOL", 100),
+		Claimers:     []int{1, 8, 32},
+		NomadOwnCPUs: os.Getenv("BENCH_NOMAD_OWN_CPUS") != "0" && runtime.NumCPU() >= 2,
+		Claims:       map[int]int{1: 16, 8: 32, 32: 64},
 	}
 	cfg.ClaimPool = min(cfg.ClaimPool, cfg.N)
 	for c, m := range cfg.Claims { // small smoke runs (BENCH_N=20)
@@ -76,18 +78,31 @@ func TestBench(t *testing.T) {
 		t.Logf("%6.1fs "+format, append([]any{time.Since(started).Seconds()}, args...)...)
 	}
 
+	// Every section runs in each topology: all processes sharing the CPUs, and
+	// Nomad (agent, executors, tasks) on CPUs of its own, as on separate
+	// machines in production (see pinNomad). Each has its own anchors.
+	pin := func(tp topology) {
+		if err := pinNomad(tp.pinned); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() { _ = pinNomad(false) }()
+
 	// Raw Nomad anchors: K jobs registered (8 callers) until all run.
-	for _, k := range []int{cfg.Claims[32], cfg.N} {
-		for rep := range cfg.Reps {
-			cpu0, api0 := e.cpu(), e.apiRequests()
-			d, err := rawNomad(ctx, e.nomad, k, fmt.Sprintf("raw%d-%d", k, rep), func() {
-				e.cost(r, fmt.Sprintf("raw_nomad_%d", k), cpu0, api0, k)
-			})
-			if err != nil {
-				t.Fatalf("raw nomad %d: %v", k, err)
+	for _, tp := range cfg.topologies() {
+		pin(tp)
+		for _, k := range []int{cfg.Claims[32], cfg.N} {
+			for rep := range cfg.Reps {
+				cpu0, api0 := e.cpu(), e.apiRequests()
+				d, err := rawNomad(ctx, e.nomad, k, fmt.Sprintf("raw%d-%d", k, rep), func() {
+					e.cost(r, fmt.Sprintf("raw_nomad_%d%s", k, tp.suffix), cpu0, api0, k)
+				})
+				if err != nil {
+					t.Fatalf("raw nomad %d: %v", k, err)
+				}
+				r.add(fmt.Sprintf("raw_nomad_register_to_running_%d_s%s", k, tp.suffix), d.Seconds())
+				logf("raw Nomad %d jobs register→running%s: %.2fs", k, tp.suffix, d.Seconds())
 			}
-			r.add(fmt.Sprintf("raw_nomad_register_to_running_%d_s", k), d.Seconds())
-			logf("raw Nomad %d jobs register→running: %.2fs", k, d.Seconds())
 		}
 	}
 
@@ -95,24 +110,27 @@ func TestBench(t *testing.T) {
 
 	// Cold fill 0 → N, the last pool is kept (scaled to the claim pool) for the claims.
 	var ns, envName string
-	for rep := range cfg.Reps {
-		ns, envName = fmt.Sprintf("bench-cold-%d", rep), fmt.Sprintf("cold%d", rep)
-		cpu0, api0 := e.cpu(), e.apiRequests()
-		profiled := e.profile(fmt.Sprintf("cold-fill-%d", rep), 20*time.Second)
-		d, peak, peakJobs, err := coldFill(ctx, e, ns, envName, cfg.N)
-		profiled()
-		if err != nil {
-			t.Fatalf("cold fill: %v\n%s", err, tail(e.opLog))
-		}
-		e.cost(r, "cold_fill", cpu0, api0, cfg.N)
-		r.add("cold_fill_s", d.Seconds())
-		r.add("cold_fill_peak_live_runners", float64(peak))
-		r.add("cold_fill_peak_nomad_jobs", float64(peakJobs))
-		logf("cold fill %d: %.2fs, peak %d runners, %d Nomad jobs", cfg.N, d.Seconds(), peak, peakJobs)
-		if rep < cfg.Reps-1 {
-			if err := deleteEnvironment(ctx, e, ns, envName); err != nil {
-				t.Fatal(err)
+	for ti, tp := range cfg.topologies() {
+		pin(tp)
+		for rep := range cfg.Reps {
+			if ns != "" {
+				if err := deleteEnvironment(ctx, e, ns, envName); err != nil {
+					t.Fatal(err)
+				}
 			}
+			ns, envName = fmt.Sprintf("bench-cold-%d-%d", ti, rep), fmt.Sprintf("cold%d-%d", ti, rep)
+			cpu0, api0 := e.cpu(), e.apiRequests()
+			profiled := e.profile(fmt.Sprintf("cold-fill%s-%d", tp.suffix, rep), 20*time.Second)
+			d, peak, peakJobs, err := coldFill(ctx, e, ns, envName, cfg.N)
+			profiled()
+			if err != nil {
+				t.Fatalf("cold fill: %v\n%s", err, tail(e.opLog))
+			}
+			e.cost(r, "cold_fill"+tp.suffix, cpu0, api0, cfg.N)
+			r.add("cold_fill_s"+tp.suffix, d.Seconds())
+			r.add("cold_fill_peak_live_runners"+tp.suffix, float64(peak))
+			r.add("cold_fill_peak_nomad_jobs"+tp.suffix, float64(peakJobs))
+			logf("cold fill %d%s: %.2fs, peak %d runners, %d Nomad jobs", cfg.N, tp.suffix, d.Seconds(), peak, peakJobs)
 		}
 	}
 
@@ -122,65 +140,72 @@ func TestBench(t *testing.T) {
 	checkpoint()
 
 	// Claims next to a bare status PATCH, and the refill after each drain. Each
-	// repetition measures twice: with the operator running (it refills while
-	// the claims go on: the real figure), and with the operator stopped
-	// (SIGSTOP) during the claims, which leaves only the claim path itself.
-	for _, c := range cfg.Claimers {
-		m := cfg.Claims[c]
-		for range cfg.Reps {
-			for _, paused := range []bool{false, true} {
-				suffix := ""
-				if paused {
-					suffix = "_operator_paused"
-				}
-				if err := waitFilled(ctx, e, ns, envName, cfg.ClaimPool, 3*time.Minute); err != nil {
-					t.Fatal(err)
-				}
-				if paused {
-					e.pause()
-				}
-				bare, err := barePatches(ctx, e, ns, envName, c, m)
-				if err != nil {
+	// repetition on shared CPUs measures twice: with the operator running (it
+	// refills while the claims go on: the real figure), and with the operator
+	// stopped (SIGSTOP) during the claims, which leaves only the claim path itself.
+	for _, tp := range cfg.topologies() {
+		pin(tp)
+		for _, c := range cfg.Claimers {
+			m := cfg.Claims[c]
+			for range cfg.Reps {
+				for _, paused := range []bool{false, true} {
+					if paused && tp.pinned {
+						continue
+					}
+					suffix := tp.suffix
+					if paused {
+						suffix = "_operator_paused"
+					}
+					if err := waitFilled(ctx, e, ns, envName, cfg.ClaimPool, 3*time.Minute); err != nil {
+						t.Fatal(err)
+					}
+					if paused {
+						e.pause()
+					}
+					bare, err := barePatches(ctx, e, ns, envName, c, m)
+					if err != nil {
+						e.resume()
+						t.Fatal(err)
+					}
+					var cpu0, api0 map[string]float64
+					profiled := func() {}
+					if !paused { // a paused operator answers no scrape
+						cpu0, api0 = e.cpu(), e.apiRequests()
+						profiled = e.profile(fmt.Sprintf("claims-c%d%s", c, suffix), 5*time.Second)
+					}
+					cl, claimed, err := claims(ctx, e, ns, envName, c, m)
+					drained := time.Now()
 					e.resume()
-					t.Fatal(err)
-				}
-				var cpu0, api0 map[string]float64
-				profiled := func() {}
-				if !paused { // a paused operator answers no scrape
-					cpu0, api0 = e.cpu(), e.apiRequests()
-					profiled = e.profile(fmt.Sprintf("claims-c%d", c), 5*time.Second)
-				}
-				cl, claimed, err := claims(ctx, e, ns, envName, c, m)
-				drained := time.Now()
-				e.resume()
-				if err != nil {
-					t.Fatal(err)
-				}
-				r.add(fmt.Sprintf("bare_patch_p50_ms_c%d%s", c, suffix), bare.p(50))
-				r.add(fmt.Sprintf("bare_patch_p99_ms_c%d%s", c, suffix), bare.p(99))
-				r.add(fmt.Sprintf("bare_patch_per_s_c%d%s", c, suffix), bare.rate())
-				r.add(fmt.Sprintf("claim_p50_ms_c%d%s", c, suffix), cl.p(50))
-				r.add(fmt.Sprintf("claim_p99_ms_c%d%s", c, suffix), cl.p(99))
-				r.add(fmt.Sprintf("claim_per_s_c%d%s", c, suffix), cl.rate())
-				r.add(fmt.Sprintf("claim_conflicts_per_claim_c%d%s", c, suffix), float64(cl.conflicts)/float64(len(cl.lat)))
-				if err := waitFilled(ctx, e, ns, envName, cfg.ClaimPool, 3*time.Minute); err != nil {
-					t.Fatal(err)
-				}
-				refill := time.Since(drained)
-				profiled()
-				if !paused {
-					r.add(fmt.Sprintf("refill_%d_s_c%d", m, c), refill.Seconds())
-					// What a claim and the refill it causes cost, per claim.
-					e.cost(r, fmt.Sprintf("claim_refill_c%d", c), cpu0, api0, m)
-				}
-				logf("c=%d m=%d paused=%v: bare p50 %.1fms p99 %.1fms %.0f/s; claim p50 %.1fms p99 %.1fms %.0f/s, %.2f conflicts/claim; refill %.2fs",
-					c, m, paused, bare.p(50), bare.p(99), bare.rate(), cl.p(50), cl.p(99), cl.rate(), float64(cl.conflicts)/float64(len(cl.lat)), refill.Seconds())
-				if err := release(ctx, e, claimed); err != nil {
-					t.Fatal(err)
+					if err != nil {
+						t.Fatal(err)
+					}
+					r.add(fmt.Sprintf("bare_patch_p50_ms_c%d%s", c, suffix), bare.p(50))
+					r.add(fmt.Sprintf("bare_patch_p99_ms_c%d%s", c, suffix), bare.p(99))
+					r.add(fmt.Sprintf("bare_patch_per_s_c%d%s", c, suffix), bare.rate())
+					r.add(fmt.Sprintf("claim_p50_ms_c%d%s", c, suffix), cl.p(50))
+					r.add(fmt.Sprintf("claim_p99_ms_c%d%s", c, suffix), cl.p(99))
+					r.add(fmt.Sprintf("claim_per_s_c%d%s", c, suffix), cl.rate())
+					r.add(fmt.Sprintf("claim_conflicts_per_claim_c%d%s", c, suffix), float64(cl.conflicts)/float64(len(cl.lat)))
+					if err := waitFilled(ctx, e, ns, envName, cfg.ClaimPool, 3*time.Minute); err != nil {
+						t.Fatal(err)
+					}
+					refill := time.Since(drained)
+					profiled()
+					if !paused {
+						r.add(fmt.Sprintf("refill_%d_s_c%d%s", m, c, suffix), refill.Seconds())
+						// What a claim and the refill it causes cost, per claim.
+						e.cost(r, fmt.Sprintf("claim_refill_c%d%s", c, suffix), cpu0, api0, m)
+					}
+					logf("c=%d m=%d%s: bare p50 %.1fms p99 %.1fms %.0f/s; claim p50 %.1fms p99 %.1fms %.0f/s, %.2f conflicts/claim; refill %.2fs",
+						c, m, suffix, bare.p(50), bare.p(99), bare.rate(), cl.p(50), cl.p(99), cl.rate(), float64(cl.conflicts)/float64(len(cl.lat)), refill.Seconds())
+					if err := release(ctx, e, claimed); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
 		}
 	}
+	pin(topology{})
 
 	checkpoint()
 
@@ -212,7 +237,26 @@ func TestBench(t *testing.T) {
 	logf("wrote docs/BENCHMARKS.md and docs/benchmarks.json")
 }
 
+// topology is where the processes run: sharing every CPU, or with Nomad on
+// CPUs of its own (figures suffixed _nomad_own_cpus).
+type topology struct {
+	suffix string
+	pinned bool
+}
+
+func (c config) topologies() []topology {
+	t := []topology{{}}
+	if c.NomadOwnCPUs {
+		t = append(t, topology{suffix: "_nomad_own_cpus", pinned: true})
+	}
+	return t
+}
+
 type config struct {
+	// NomadOwnCPUs runs every section a second time with Nomad pinned to CPUs
+	// of its own (BENCH_NOMAD_OWN_CPUS=0 turns it off).
+	NomadOwnCPUs bool `json:"nomadOwnCPUs"`
+
 	Reps      int         `json:"repetitions"`
 	N         int         `json:"coldFillN"`
 	Objects   int         `json:"memoryObjects"`
@@ -467,9 +511,8 @@ func (s sample) rate() float64 { return float64(len(s.lat)) / s.wall.Seconds() }
 
 func idleRunners(ctx context.Context, e *env, ns, name string) ([]v1alpha1.Runner, error) {
 	list := &v1alpha1.RunnerList{}
-	if err := e.cached.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{
-		v1alpha1.EnvironmentLabel: name, v1alpha1.StateLabel: "idle",
-	}); err != nil {
+	if err := e.cached.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{v1alpha1.EnvironmentLabel: name},
+		client.MatchingFields{v1alpha1.PhaseField: string(v1alpha1.RunnerIdle)}); err != nil {
 		return nil, err
 	}
 	var out []v1alpha1.Runner
@@ -643,7 +686,7 @@ func memoryBench(ctx context.Context, e *env, r *results, objects int, logf func
 		rn := &v1alpha1.Runner{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: fmt.Sprintf("mem-%05d", i), Namespace: ns,
-				Labels: map[string]string{v1alpha1.EnvironmentLabel: "mem", v1alpha1.StateLabel: "idle"},
+				Labels: map[string]string{v1alpha1.EnvironmentLabel: "mem"},
 			},
 			Spec: v1alpha1.RunnerSpec{Environment: "mem", TemplateHash: "0123456789abcdef"},
 		}

@@ -1,11 +1,16 @@
 package bench
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // The CPU split says where a benchmark's seconds of CPU went, by component:
@@ -128,4 +133,74 @@ func (s cpuSplit) add(r *results, prefix string, per float64) {
 		r.add(prefix+"_"+strings.ReplaceAll(k, "-", "_"), s[k]/per)
 	}
 	r.add(prefix+"_total", s.total()/per)
+}
+
+// pinNomad runs Nomad (the agent and everything it starts) on the upper half
+// of the CPUs and the rest of the benchmark (API server, etcd, operator,
+// harness) on the lower half, as on separate machines: in production the
+// tasks start on Nomad's client nodes, not where the control plane runs. With
+// on false, everything shares every CPU again. Threads and processes started
+// later inherit the affinity of their parent.
+func pinNomad(on bool) error {
+	n := runtime.NumCPU()
+	if n < 2 {
+		return errors.New("pinning needs at least 2 CPUs")
+	}
+	var all, low, high unix.CPUSet
+	for i := range n {
+		all.Set(i)
+		if i < n/2 {
+			low.Set(i)
+		} else {
+			high.Set(i)
+		}
+	}
+	procs := readProcs()
+	children := map[int][]int{}
+	for _, p := range procs {
+		children[p.ppid] = append(children[p.ppid], p.pid)
+	}
+	var pin func(pid int, set *unix.CPUSet) error
+	pin = func(pid int, set *unix.CPUSet) error {
+		tasks, _ := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task"))
+		for _, t := range tasks {
+			tid, _ := strconv.Atoi(t.Name())
+			// A thread or process that ended meanwhile is fine.
+			if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("pin thread %d of %d: %w", tid, pid, err)
+			}
+		}
+		for _, c := range children[pid] {
+			if err := pin(c, set); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	self := os.Getpid()
+	for _, c := range children[self] {
+		set := &all
+		if on {
+			set = &low
+			if component(procs[c].comm) == "nomad" {
+				set = &high
+			}
+		}
+		if err := pin(c, set); err != nil {
+			return err
+		}
+	}
+	set := &all
+	if on {
+		set = &low
+	}
+	// The harness's own threads only (its children were handled above).
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", self))
+	for _, t := range tasks {
+		tid, _ := strconv.Atoi(t.Name())
+		if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("pin harness thread %d: %w", tid, err)
+		}
+	}
+	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
@@ -89,6 +90,10 @@ func startEnv(ctx context.Context, t *testing.T) *env {
 	}
 	c, err := cache.New(cfg, cache.Options{Scheme: controlplane.Scheme()})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// A claimer service's cache: claim.Claim selects on the phase through its index.
+	if err := claim.IndexFields(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.GetInformer(ctx, &v1alpha1.Runner{}); err != nil {

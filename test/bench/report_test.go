@@ -112,22 +112,30 @@ func (r *results) absolute(what, fig string, limit float64, useMax bool) {
 func (r *results) evaluate() {
 	r.Targets = nil // evaluated again at each checkpoint
 	r.summarise()
-	for _, c := range r.Config.Claimers {
-		r.ratio(fmt.Sprintf("claim p99 ≤ 1.5× bare PATCH p99, %d claimers", c),
-			fmt.Sprintf("claim_p99_ms_c%d", c), fmt.Sprintf("bare_patch_p99_ms_c%d", c), 1.5, false)
+	k := r.Config.Claims[32]
+	for _, tp := range r.Config.topologies() {
+		where := ""
+		if tp.pinned {
+			where = ", Nomad on its own CPUs"
+		}
+		for _, c := range r.Config.Claimers {
+			r.ratio(fmt.Sprintf("claim p99 ≤ 1.5× bare PATCH p99, %d claimers%s", c, where),
+				fmt.Sprintf("claim_p99_ms_c%d%s", c, tp.suffix), fmt.Sprintf("bare_patch_p99_ms_c%d%s", c, tp.suffix), 1.5, false)
+		}
+		r.ratio("claim throughput ≥ 0.7× bare PATCH throughput, 32 claimers"+where,
+			"claim_per_s_c32"+tp.suffix, "bare_patch_per_s_c32"+tp.suffix, 0.7, true)
+		r.ratio(fmt.Sprintf("refill of %d ≤ 1.2× raw Nomad register→running of %d%s", k, k, where),
+			fmt.Sprintf("refill_%d_s_c32%s", k, tp.suffix), fmt.Sprintf("raw_nomad_register_to_running_%d_s%s", k, tp.suffix), 1.2, false)
+		r.ratio(fmt.Sprintf("cold fill 0→%d ≤ 1.3× raw Nomad of %d%s", r.Config.N, r.Config.N, where),
+			"cold_fill_s"+tp.suffix, fmt.Sprintf("raw_nomad_register_to_running_%d_s%s", r.Config.N, tp.suffix), 1.3, false)
+		r.absolute(fmt.Sprintf("peak live runners during cold fill ≤ %d (max over repetitions)%s", r.Config.N, where),
+			"cold_fill_peak_live_runners"+tp.suffix, float64(r.Config.N), true)
 	}
-	r.ratio("claim throughput ≥ 0.7× bare PATCH throughput, 32 claimers", "claim_per_s_c32", "bare_patch_per_s_c32", 0.7, true)
 	for _, c := range r.Config.Claimers {
 		r.ratio(fmt.Sprintf("(diagnosis) claim p99 ≤ 1.5× bare PATCH p99, %d claimers, operator paused", c),
 			fmt.Sprintf("claim_p99_ms_c%d_operator_paused", c), fmt.Sprintf("bare_patch_p99_ms_c%d_operator_paused", c), 1.5, false)
 	}
 	r.ratio("(diagnosis) claim throughput ≥ 0.7× bare PATCH, 32 claimers, operator paused", "claim_per_s_c32_operator_paused", "bare_patch_per_s_c32_operator_paused", 0.7, true)
-	k := r.Config.Claims[32]
-	r.ratio(fmt.Sprintf("refill of %d ≤ 1.2× raw Nomad register→running of %d", k, k),
-		fmt.Sprintf("refill_%d_s_c32", k), fmt.Sprintf("raw_nomad_register_to_running_%d_s", k), 1.2, false)
-	r.ratio(fmt.Sprintf("cold fill 0→%d ≤ 1.3× raw Nomad of %d", r.Config.N, r.Config.N),
-		"cold_fill_s", fmt.Sprintf("raw_nomad_register_to_running_%d_s", r.Config.N), 1.3, false)
-	r.absolute(fmt.Sprintf("peak live runners during cold fill ≤ %d (max over repetitions)", r.Config.N), "cold_fill_peak_live_runners", float64(r.Config.N), true)
 	r.absolute("Nomad writes per runner lifetime ≤ 3 (max over runners)", "nomad_writes_per_runner_lifetime", 3, true)
 	r.absolute("Nomad reads per runner per resync = 0 (beyond the lists)", "resync_per_runner_reads", 0, true)
 	r.absolute(fmt.Sprintf("operator RSS ≤ 150 MiB with %d Runner objects", r.Config.Objects), fmt.Sprintf("memory_%d_objects_rss_mib", r.Config.Objects), 150, false)
@@ -252,6 +260,12 @@ func (r *results) markdown() string {
 	p("the bare PATCH is the same patch shape (a `test` of the phase plus one status field) on idle runners of the")
 	p("same pool, without the claim. Refill is timed from the last claim of a drain until the pool reports")
 	p("`PoolFilled=True` with all runners idle; raw Nomad is K jobs registered by 8 callers until all run.")
+	if r.Config.NomadOwnCPUs {
+		p("Figures suffixed `_nomad_own_cpus` were measured with Nomad (agent, executors, tasks) pinned to the")
+		p("upper half of the CPUs and everything else (API server, etcd, operator, harness) to the lower half,")
+		p("as on separate machines: in production the tasks start on Nomad's client nodes, not on the control")
+		p("plane. Each such figure has its anchor measured in the same topology.")
+	}
 	p("")
 	r.costTables(p)
 	p("## Nomad calls of the operator")
@@ -290,12 +304,15 @@ func isCostFigure(name string) bool {
 }
 
 // costPhases are the phases whose cost is recorded, in the order of the run.
-func (r *results) costPhases() []string {
-	phases := []string{fmt.Sprintf("raw_nomad_%d", r.Config.Claims[32]), fmt.Sprintf("raw_nomad_%d", r.Config.N), "cold_fill"}
-	for _, c := range r.Config.Claimers {
-		phases = append(phases, fmt.Sprintf("claim_refill_c%d", c))
+func (r *results) costPhases() (raw, operator []string) {
+	for _, tp := range r.Config.topologies() {
+		raw = append(raw, fmt.Sprintf("raw_nomad_%d%s", r.Config.Claims[32], tp.suffix), fmt.Sprintf("raw_nomad_%d%s", r.Config.N, tp.suffix))
+		operator = append(operator, "cold_fill"+tp.suffix)
+		for _, c := range r.Config.Claimers {
+			operator = append(operator, fmt.Sprintf("claim_refill_c%d%s", c, tp.suffix))
+		}
 	}
-	return phases
+	return raw, operator
 }
 
 // costTables shows where the CPU went and what the operator asked of the API
@@ -316,7 +333,8 @@ func (r *results) costTables(p func(string, ...any)) {
 	p("")
 	p("| phase | %s |", strings.Join(components, " | "))
 	p("| --- |%s", strings.Repeat(" --- |", len(components)))
-	for _, ph := range r.costPhases() {
+	raw, operator := r.costPhases()
+	for _, ph := range append(raw, operator...) {
 		row := make([]string, 0, len(components))
 		for _, c := range components {
 			row = append(row, median(cpuPrefix+ph+"_"+c))
@@ -329,7 +347,7 @@ func (r *results) costTables(p func(string, ...any)) {
 	p("")
 	p("| phase | %s |", strings.Join(methods, " | "))
 	p("| --- |%s", strings.Repeat(" --- |", len(methods)))
-	for _, ph := range r.costPhases()[2:] {
+	for _, ph := range operator {
 		row := make([]string, 0, len(methods))
 		for _, m := range methods {
 			row = append(row, median(apiPrefix+m+"_per_runner_"+ph))
