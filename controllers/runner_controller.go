@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
@@ -49,6 +50,9 @@ const (
 	placementGrace = 3 * time.Second
 	// conflictRetry is how soon a status write that lost to a newer version is retried.
 	conflictRetry = 200 * time.Millisecond
+	// staleRetry is how soon a reconcile that found the cache behind our own
+	// last write looks again (the write's watch event usually comes first).
+	staleRetry = 250 * time.Millisecond
 )
 
 // RunnerReconciler owns one runner's Nomad job: registers it, maps its
@@ -66,13 +70,25 @@ type RunnerReconciler struct {
 	// Store, filled by the NomadEventSource, answers what Nomad says about a
 	// job without a read per runner (nil: always read Nomad).
 	Store *JobStore
+
+	// ownWrites remembers, per runner, the resourceVersion our last status
+	// write replaced: a cache still showing it is behind our own write.
+	ownWrites sync.Map // types.NamespacedName → string
 }
 
 // Reconcile implements reconcile.Reconciler.
 func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	runner := &v1alpha1.Runner{}
 	if err := r.Get(ctx, req.NamespacedName, runner); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.ownWrites.Delete(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.cacheBehindOwnWrite(req.NamespacedName, runner) {
+		// Working on this copy would send a write the API server refuses
+		// (optimistic lock) or register a job twice: wait for the cache.
+		return ctrl.Result{RequeueAfter: staleRetry}, nil
 	}
 	logger := log.FromContext(ctx).WithValues("Runner", klog.KObj(runner), "nomadJobID", runner.Annotations[JobIDAnnotation])
 	ctx = log.IntoContext(ctx, logger)
@@ -393,10 +409,28 @@ func (r *RunnerReconciler) writeStatus(ctx context.Context, runner, before *v1al
 	if equality.Semantic.DeepEqual(before.Status, runner.Status) {
 		return nil
 	}
+	replaced := runner.ResourceVersion
 	if err := r.Status().Patch(ctx, runner, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("write status of runner %s: %w", runner.Name, err)
 	}
+	r.ownWrites.Store(client.ObjectKeyFromObject(runner), replaced)
 	return nil
+}
+
+// cacheBehindOwnWrite tells whether the cached runner is still the version our
+// last status write replaced. Alloc events often reach the runner right after
+// our Pending write, before the cache shows it: without this check each such
+// reconcile costs a status write refused with a conflict.
+func (r *RunnerReconciler) cacheBehindOwnWrite(key types.NamespacedName, cached *v1alpha1.Runner) bool {
+	replaced, ok := r.ownWrites.Load(key)
+	if !ok {
+		return false
+	}
+	if replaced.(string) == cached.ResourceVersion {
+		return true
+	}
+	r.ownWrites.Delete(key) // the cache has caught up (or someone wrote since)
+	return false
 }
 
 func readyCondition(runner *v1alpha1.Runner) metav1.Condition {

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -51,10 +50,10 @@ func TestBench(t *testing.T) {
 		// The claims run on a smaller pool than the cold fill: each idle
 		// raw_exec runner is a Nomad executor and logmon process, and 200 of
 		// them plus the claimed ones overload 2 cores.
-		ClaimPool:    envInt("BENCH_CLAIM_POOL", 100),
-		Claimers:     []int{1, 8, 32},
-		NomadOwnCPUs: os.Getenv("BENCH_NOMAD_OWN_CPUS") != "0" && runtime.NumCPU() >= 2,
-		Claims:       map[int]int{1: 16, 8: 32, 32: 64},
+		ClaimPool:  envInt("BENCH_CLAIM_POOL", 100),
+		Claimers:   []int{1, 8, 32},
+		NomadNiced: os.Getenv("BENCH_NOMAD_NICED") != "0",
+		Claims:     map[int]int{1: 16, 8: 32, 32: 64},
 	}
 	cfg.ClaimPool = min(cfg.ClaimPool, cfg.N)
 	for c, m := range cfg.Claims { // small smoke runs (BENCH_N=20)
@@ -78,19 +77,20 @@ func TestBench(t *testing.T) {
 		t.Logf("%6.1fs "+format, append([]any{time.Since(started).Seconds()}, args...)...)
 	}
 
-	// Every section runs in each topology: all processes sharing the CPUs, and
-	// Nomad (agent, executors, tasks) on CPUs of its own, as on separate
-	// machines in production (see pinNomad). Each has its own anchors.
+	// Every section runs in each topology: all processes sharing the CPUs
+	// alike, and the control plane served first, as on machines of its own in
+	// production (see deprioritiseNomad). Each has its own anchors.
 	pin := func(tp topology) {
-		if err := pinNomad(tp.pinned); err != nil {
+		if err := deprioritiseNomad(tp.niced); err != nil {
 			t.Fatal(err)
 		}
 	}
-	defer func() { _ = pinNomad(false) }()
+	defer func() { _ = deprioritiseNomad(false) }()
 
-	// Raw Nomad anchors: K jobs registered (8 callers) until all run.
+	var ns, envName string
 	for _, tp := range cfg.topologies() {
 		pin(tp)
+		// Raw Nomad anchors: K jobs registered (8 callers) until all run.
 		for _, k := range []int{cfg.Claims[32], cfg.N} {
 			for rep := range cfg.Reps {
 				cpu0, api0 := e.cpu(), e.apiRequests()
@@ -104,21 +104,16 @@ func TestBench(t *testing.T) {
 				logf("raw Nomad %d jobs register→running%s: %.2fs", k, tp.suffix, d.Seconds())
 			}
 		}
-	}
+		checkpoint()
 
-	checkpoint()
-
-	// Cold fill 0 → N, the last pool is kept (scaled to the claim pool) for the claims.
-	var ns, envName string
-	for ti, tp := range cfg.topologies() {
-		pin(tp)
+		// Cold fill 0 → N, the last pool is kept (scaled to the claim pool) for the claims.
 		for rep := range cfg.Reps {
 			if ns != "" {
 				if err := deleteEnvironment(ctx, e, ns, envName); err != nil {
 					t.Fatal(err)
 				}
 			}
-			ns, envName = fmt.Sprintf("bench-cold-%d-%d", ti, rep), fmt.Sprintf("cold%d-%d", ti, rep)
+			ns, envName = fmt.Sprintf("bench-cold%s-%d", strings.ReplaceAll(tp.suffix, "_", "-"), rep), fmt.Sprintf("cold%d%s", rep, strings.ReplaceAll(tp.suffix, "_", "-"))
 			cpu0, api0 := e.cpu(), e.apiRequests()
 			profiled := e.profile(fmt.Sprintf("cold-fill%s-%d", tp.suffix, rep), 20*time.Second)
 			d, peak, peakJobs, err := coldFill(ctx, e, ns, envName, cfg.N)
@@ -132,24 +127,21 @@ func TestBench(t *testing.T) {
 			r.add("cold_fill_peak_nomad_jobs"+tp.suffix, float64(peakJobs))
 			logf("cold fill %d%s: %.2fs, peak %d runners, %d Nomad jobs", cfg.N, tp.suffix, d.Seconds(), peak, peakJobs)
 		}
-	}
 
-	if err := setPool(ctx, e, ns, envName, cfg.ClaimPool); err != nil {
-		t.Fatal(err)
-	}
-	checkpoint()
+		if err := setPool(ctx, e, ns, envName, cfg.ClaimPool); err != nil {
+			t.Fatal(err)
+		}
+		checkpoint()
 
-	// Claims next to a bare status PATCH, and the refill after each drain. Each
-	// repetition on shared CPUs measures twice: with the operator running (it
-	// refills while the claims go on: the real figure), and with the operator
-	// stopped (SIGSTOP) during the claims, which leaves only the claim path itself.
-	for _, tp := range cfg.topologies() {
-		pin(tp)
+		// Claims next to a bare status PATCH, and the refill after each drain. Each
+		// repetition on shared CPUs measures twice: with the operator running (it
+		// refills while the claims go on: the real figure), and with the operator
+		// stopped (SIGSTOP) during the claims, which leaves only the claim path itself.
 		for _, c := range cfg.Claimers {
 			m := cfg.Claims[c]
 			for range cfg.Reps {
 				for _, paused := range []bool{false, true} {
-					if paused && tp.pinned {
+					if paused && tp.niced {
 						continue
 					}
 					suffix := tp.suffix
@@ -205,7 +197,7 @@ func TestBench(t *testing.T) {
 			}
 		}
 	}
-	pin(topology{})
+	_ = deprioritiseNomad(false) // needs CAP_SYS_NICE; the sections below barely use Nomad
 
 	checkpoint()
 
@@ -237,25 +229,25 @@ func TestBench(t *testing.T) {
 	logf("wrote docs/BENCHMARKS.md and docs/benchmarks.json")
 }
 
-// topology is where the processes run: sharing every CPU, or with Nomad on
-// CPUs of its own (figures suffixed _nomad_own_cpus).
+// topology is how the processes share the CPUs: all alike, or with Nomad
+// served last (figures suffixed _nomad_niced).
 type topology struct {
 	suffix string
-	pinned bool
+	niced  bool
 }
 
 func (c config) topologies() []topology {
 	t := []topology{{}}
-	if c.NomadOwnCPUs {
-		t = append(t, topology{suffix: "_nomad_own_cpus", pinned: true})
+	if c.NomadNiced {
+		t = append(t, topology{suffix: "_nomad_niced", niced: true})
 	}
 	return t
 }
 
 type config struct {
-	// NomadOwnCPUs runs every section a second time with Nomad pinned to CPUs
-	// of its own (BENCH_NOMAD_OWN_CPUS=0 turns it off).
-	NomadOwnCPUs bool `json:"nomadOwnCPUs"`
+	// NomadNiced runs every section a second time with Nomad at the lowest
+	// CPU priority (BENCH_NOMAD_NICED=0 turns it off).
+	NomadNiced bool `json:"nomadNiced"`
 
 	Reps      int         `json:"repetitions"`
 	N         int         `json:"coldFillN"`

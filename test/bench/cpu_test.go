@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -135,71 +134,46 @@ func (s cpuSplit) add(r *results, prefix string, per float64) {
 	r.add(prefix+"_total", s.total()/per)
 }
 
-// pinNomad runs Nomad (the agent and everything it starts) on the upper half
-// of the CPUs and the rest of the benchmark (API server, etcd, operator,
-// harness) on the lower half, as on separate machines: in production the
-// tasks start on Nomad's client nodes, not where the control plane runs. With
-// on false, everything shares every CPU again. Threads and processes started
-// later inherit the affinity of their parent.
-func pinNomad(on bool) error {
-	n := runtime.NumCPU()
-	if n < 2 {
-		return errors.New("pinning needs at least 2 CPUs")
-	}
-	var all, low, high unix.CPUSet
-	for i := range n {
-		all.Set(i)
-		if i < n/2 {
-			low.Set(i)
-		} else {
-			high.Set(i)
-		}
+// deprioritiseNomad runs Nomad (the agent and everything it starts:
+// executors, logmon, the tasks) at the lowest CPU priority (nice 19), so the
+// control plane (API server, etcd, operator, harness) is served first, as if
+// it ran on machines of its own: in production the tasks start on Nomad's
+// client nodes. Nomad still has every CPU the control plane leaves idle; a
+// hard split (pinning Nomad to one of two CPUs) left it unable even to stop
+// 100 tasks within minutes. With on false, Nomad runs at the normal priority
+// again. Threads and processes started later inherit the priority.
+func deprioritiseNomad(on bool) error {
+	prio := 0
+	if on {
+		prio = 19
 	}
 	procs := readProcs()
 	children := map[int][]int{}
 	for _, p := range procs {
 		children[p.ppid] = append(children[p.ppid], p.pid)
 	}
-	var pin func(pid int, set *unix.CPUSet) error
-	pin = func(pid int, set *unix.CPUSet) error {
+	var set func(pid int) error
+	set = func(pid int) error {
 		tasks, _ := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task"))
 		for _, t := range tasks {
 			tid, _ := strconv.Atoi(t.Name())
-			// A thread or process that ended meanwhile is fine.
-			if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("pin thread %d of %d: %w", tid, pid, err)
+			// On Linux the priority is per thread; one that ended meanwhile is fine.
+			if err := unix.Setpriority(unix.PRIO_PROCESS, tid, prio); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("set priority of thread %d of %d: %w", tid, pid, err)
 			}
 		}
 		for _, c := range children[pid] {
-			if err := pin(c, set); err != nil {
+			if err := set(c); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	self := os.Getpid()
-	for _, c := range children[self] {
-		set := &all
-		if on {
-			set = &low
-			if component(procs[c].comm) == "nomad" {
-				set = &high
+	for _, c := range children[os.Getpid()] {
+		if component(procs[c].comm) == "nomad" {
+			if err := set(c); err != nil {
+				return err
 			}
-		}
-		if err := pin(c, set); err != nil {
-			return err
-		}
-	}
-	set := &all
-	if on {
-		set = &low
-	}
-	// The harness's own threads only (its children were handled above).
-	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", self))
-	for _, t := range tasks {
-		tid, _ := strconv.Atoi(t.Name())
-		if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("pin harness thread %d: %w", tid, err)
 		}
 	}
 	return nil

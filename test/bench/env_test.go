@@ -198,12 +198,15 @@ func (e *env) metric(name, match string) (float64, error) {
 	return sum, sc.Err()
 }
 
-// apiRequests is the operator's API server requests so far, by HTTP method.
+// apiRequests is the operator's API server requests so far, by HTTP method,
+// and those answered 409 Conflict.
 func (e *env) apiRequests() map[string]float64 {
 	out := map[string]float64{}
 	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
 		out[m], _ = e.metric("rest_client_requests_total", `method="`+m+`"`)
 	}
+	// Writes the API server refused for a stale resourceVersion (any method).
+	out["409"], _ = e.metric("rest_client_requests_total", `code="409"`)
 	return out
 }
 

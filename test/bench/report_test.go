@@ -115,8 +115,8 @@ func (r *results) evaluate() {
 	k := r.Config.Claims[32]
 	for _, tp := range r.Config.topologies() {
 		where := ""
-		if tp.pinned {
-			where = ", Nomad on its own CPUs"
+		if tp.niced {
+			where = ", Nomad niced"
 		}
 		for _, c := range r.Config.Claimers {
 			r.ratio(fmt.Sprintf("claim p99 ≤ 1.5× bare PATCH p99, %d claimers%s", c, where),
@@ -260,11 +260,11 @@ func (r *results) markdown() string {
 	p("the bare PATCH is the same patch shape (a `test` of the phase plus one status field) on idle runners of the")
 	p("same pool, without the claim. Refill is timed from the last claim of a drain until the pool reports")
 	p("`PoolFilled=True` with all runners idle; raw Nomad is K jobs registered by 8 callers until all run.")
-	if r.Config.NomadOwnCPUs {
-		p("Figures suffixed `_nomad_own_cpus` were measured with Nomad (agent, executors, tasks) pinned to the")
-		p("upper half of the CPUs and everything else (API server, etcd, operator, harness) to the lower half,")
-		p("as on separate machines: in production the tasks start on Nomad's client nodes, not on the control")
-		p("plane. Each such figure has its anchor measured in the same topology.")
+	if r.Config.NomadNiced {
+		p("Figures suffixed `_nomad_niced` were measured with Nomad (agent, executors, logmon, tasks) at nice 19,")
+		p("so the API server, etcd, the operator and the harness are served first, as on machines of their own:")
+		p("in production the tasks start on Nomad's client nodes, not on the control plane. Nomad still gets every")
+		p("CPU cycle they leave. Each such figure has its anchor (bare PATCH, raw Nomad) measured the same way.")
 	}
 	p("")
 	r.costTables(p)
@@ -342,8 +342,9 @@ func (r *results) costTables(p func(string, ...any)) {
 		p("| %s | %s |", ph, strings.Join(row, " | "))
 	}
 	p("")
-	methods := []string{"GET", "POST", "PUT", "PATCH", "DELETE"}
-	p("The operator's requests to the API server per runner (per claim), by method; medians:")
+	methods := []string{"GET", "POST", "PUT", "PATCH", "DELETE", "409"}
+	p("The operator's requests to the API server per runner (per claim), by method, and how many of them")
+	p("were refused with 409 Conflict (counted in their method's column too); medians:")
 	p("")
 	p("| phase | %s |", strings.Join(methods, " | "))
 	p("| --- |%s", strings.Repeat(" --- |", len(methods)))
