@@ -190,6 +190,17 @@ func TestBench(t *testing.T) {
 					}
 					logf("c=%d m=%d%s: bare p50 %.1fms p99 %.1fms %.0f/s; claim p50 %.1fms p99 %.1fms %.0f/s, %.2f conflicts/claim; refill %.2fs",
 						c, m, suffix, bare.p(50), bare.p(99), bare.rate(), cl.p(50), cl.p(99), cl.rate(), float64(cl.conflicts)/float64(len(cl.lat)), refill.Seconds())
+					if c == 32 && !paused {
+						// The refill's anchor on the same node as the refill: the
+						// full pool and the claimed runners running beside it
+						// (their executors and logmon processes cost CPU too).
+						d, err := rawNomad(ctx, e.nomad, m, fmt.Sprintf("rawpool%d", m), func() {})
+						if err != nil {
+							t.Fatalf("raw nomad beside the pool: %v", err)
+						}
+						r.add(fmt.Sprintf("raw_nomad_register_to_running_%d_s_beside_pool%s", m, tp.suffix), d.Seconds())
+						logf("raw Nomad %d jobs register→running beside the pool%s: %.2fs", m, tp.suffix, d.Seconds())
+					}
 					if err := release(ctx, e, claimed); err != nil {
 						t.Fatal(err)
 					}

@@ -124,7 +124,9 @@ func (r *results) evaluate() {
 		}
 		r.ratio("claim throughput ≥ 0.7× bare PATCH throughput, 32 claimers"+where,
 			"claim_per_s_c32"+tp.suffix, "bare_patch_per_s_c32"+tp.suffix, 0.7, true)
-		r.ratio(fmt.Sprintf("refill of %d ≤ 1.2× raw Nomad register→running of %d%s", k, k, where),
+		r.ratio(fmt.Sprintf("refill of %d ≤ 1.2× raw Nomad register→running of %d beside the same pool%s", k, k, where),
+			fmt.Sprintf("refill_%d_s_c32%s", k, tp.suffix), fmt.Sprintf("raw_nomad_register_to_running_%d_s_beside_pool%s", k, tp.suffix), 1.2, false)
+		r.ratio(fmt.Sprintf("(diagnosis) refill of %d ≤ 1.2× raw Nomad of %d on an empty node%s", k, k, where),
 			fmt.Sprintf("refill_%d_s_c32%s", k, tp.suffix), fmt.Sprintf("raw_nomad_register_to_running_%d_s%s", k, tp.suffix), 1.2, false)
 		r.ratio(fmt.Sprintf("cold fill 0→%d ≤ 1.3× raw Nomad of %d%s", r.Config.N, r.Config.N, where),
 			"cold_fill_s"+tp.suffix, fmt.Sprintf("raw_nomad_register_to_running_%d_s%s", r.Config.N, tp.suffix), 1.3, false)
@@ -259,7 +261,9 @@ func (r *results) markdown() string {
 	p("Claims read idle runners from an informer cache (as a claimer service would) and write one status JSON patch;")
 	p("the bare PATCH is the same patch shape (a `test` of the phase plus one status field) on idle runners of the")
 	p("same pool, without the claim. Refill is timed from the last claim of a drain until the pool reports")
-	p("`PoolFilled=True` with all runners idle; raw Nomad is K jobs registered by 8 callers until all run.")
+	p("`PoolFilled=True` with all runners idle; raw Nomad is K jobs registered by 8 callers until all run, on an")
+	p("empty node, and for the refill's anchor also beside the pool (after the refill, with the full pool and")
+	p("the claimed runners still running: the node state the refill itself ran on).")
 	if r.Config.NomadNiced {
 		p("Figures suffixed `_nomad_niced` were measured with Nomad (agent, executors, logmon, tasks) at nice 19,")
 		p("so the API server, etcd, the operator and the harness are served first, as on machines of their own:")
