@@ -58,15 +58,21 @@ func readProcs() map[int]procStat {
 	return out
 }
 
+// childrenOf maps each pid to the pids of its children.
+func childrenOf(procs map[int]procStat) map[int][]int {
+	children := map[int][]int{}
+	for _, p := range procs {
+		children[p.ppid] = append(children[p.ppid], p.pid)
+	}
+	return children
+}
+
 // cpuByComponent is the CPU seconds used so far by each process the harness
 // started, with all its descendants, named by what the process is; the
 // harness's own seconds are "harness".
 func cpuByComponent(operatorPID int) map[string]float64 {
 	procs := readProcs()
-	children := map[int][]int{}
-	for _, p := range procs {
-		children[p.ppid] = append(children[p.ppid], p.pid)
-	}
+	children := childrenOf(procs)
 	var tree func(pid int) float64
 	tree = func(pid int) float64 {
 		t := procs[pid].own + procs[pid].reaped
@@ -148,10 +154,7 @@ func deprioritiseNomad(on bool) error {
 		prio = 19
 	}
 	procs := readProcs()
-	children := map[int][]int{}
-	for _, p := range procs {
-		children[p.ppid] = append(children[p.ppid], p.pid)
-	}
+	children := childrenOf(procs)
 	var set func(pid int) error
 	set = func(pid int) error {
 		tasks, _ := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task"))
