@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -61,6 +62,9 @@ type Stats struct {
 	// Conflicts is the number of candidates another claimer took first (or that
 	// vanished) between the list and the patch.
 	Conflicts int
+	// Skipped is the number of listed candidates not tried because a Claim of
+	// this process patched them moments ago (a cache that has not caught up).
+	Skipped int
 }
 
 // Claim takes one idle runner of the environment and returns it as stored after
@@ -118,19 +122,76 @@ func claimOnce(ctx context.Context, c client.Client, namespace, environment stri
 		if rn.Status.Phase != v1alpha1.RunnerIdle || !rn.DeletionTimestamp.IsZero() {
 			continue
 		}
+		key := takenKey(rn)
+		if !taken.take(key, time.Now()) {
+			stats.Skipped++
+			continue
+		}
 		stats.Patches++
 		err := c.Status().Patch(ctx, rn, client.RawPatch(types.JSONPatchType, patch))
 		switch {
 		case err == nil:
 			return rn, nil
 		case lostRace(err):
-			stats.Conflicts++
+			stats.Conflicts++ // taken by someone else: it stays marked
 			continue
 		default:
+			taken.forget(key)
 			return nil, fmt.Errorf("claim runner %s/%s: %w", namespace, rn.Name, err)
 		}
 	}
 	return nil, fmt.Errorf("claim a runner of %s/%s: %w", namespace, environment, ErrNoIdleRunner)
+}
+
+// taken remembers the runners this process's claims patched in the last
+// takenFor. A claimer service's informer cache still shows a runner Idle for
+// a moment after one of its goroutines took it; without this, its racing
+// goroutines would each spend a refused patch to learn so. Other processes'
+// claims are still caught by the patch's test op.
+var taken = &takenSet{until: map[string]time.Time{}}
+
+// takenFor outlasts any watch delay a healthy cache has.
+const takenFor = 10 * time.Second
+
+type takenSet struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+	swept time.Time
+}
+
+// take marks a runner as claimed by this process; false if it already was
+// within takenFor.
+func (s *takenSet) take(key string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.swept) > takenFor { // claimed runners never come back: drop their marks
+		for k, t := range s.until {
+			if now.After(t) {
+				delete(s.until, k)
+			}
+		}
+		s.swept = now
+	}
+	if t, ok := s.until[key]; ok && now.Before(t) {
+		return false
+	}
+	s.until[key] = now.Add(takenFor)
+	return true
+}
+
+// forget unmarks a runner whose claim failed for another reason than a
+// faster claimer (it may still be Idle).
+func (s *takenSet) forget(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.until, key)
+}
+
+func takenKey(rn *v1alpha1.Runner) string {
+	if rn.UID != "" {
+		return string(rn.UID)
+	}
+	return rn.Namespace + "/" + rn.Name
 }
 
 // IndexFields registers on an informer cache the field index Claim lists with

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -202,31 +203,63 @@ func (r *ExecutionEnvironmentReconciler) createRunners(ctx context.Context, ee *
 		return nil
 	}
 	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-		sem  = make(chan struct{}, parallelCreates)
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		errs    []error
+		created []*v1alpha1.Runner
+		sem     = make(chan struct{}, parallelCreates)
 	)
 	for range n {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if err := r.createRunner(ctx, ee, hash); err != nil {
-				mu.Lock()
+			rn, err := r.createRunner(ctx, ee, hash)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
 				errs = append(errs, err)
-				mu.Unlock()
+				return
 			}
+			created = append(created, rn)
 		}()
 	}
 	wg.Wait()
+	r.recordCreated(ee, created)
 	return errors.Join(errs...)
 }
 
-func (r *ExecutionEnvironmentReconciler) createRunner(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, hash string) error {
+// maxNamesInEvent bounds the runner names one SuccessfulCreate event lists
+// (an event's note is at most 1 KiB).
+const maxNamesInEvent = 8
+
+// recordCreated records one SuccessfulCreate event per pass, not per runner: a
+// refill after a burst of claims would otherwise send as many event writes as
+// runners, to the API server the claims are waiting on.
+func (r *ExecutionEnvironmentReconciler) recordCreated(ee *v1alpha1.ExecutionEnvironment, created []*v1alpha1.Runner) {
+	switch len(created) {
+	case 0:
+		return
+	case 1:
+		rn := created[0]
+		r.Recorder.Eventf(ee, rn, corev1.EventTypeNormal, "SuccessfulCreate", "Create", "Created runner %s (Nomad job %s)", rn.Name, rn.Annotations[JobIDAnnotation])
+		return
+	}
+	names := make([]string, 0, maxNamesInEvent)
+	for _, rn := range created[:min(len(created), maxNamesInEvent)] {
+		names = append(names, rn.Name)
+	}
+	more := ""
+	if extra := len(created) - len(names); extra > 0 {
+		more = fmt.Sprintf(" and %d more", extra)
+	}
+	r.Recorder.Eventf(ee, nil, corev1.EventTypeNormal, "SuccessfulCreate", "Create", "Created %d runners: %s%s", len(created), strings.Join(names, ", "), more)
+}
+
+func (r *ExecutionEnvironmentReconciler) createRunner(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, hash string) (*v1alpha1.Runner, error) {
 	envJob, _, err := r.Renderer.Render(ctx, ee)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rn := &v1alpha1.Runner{
 		ObjectMeta: metav1.ObjectMeta{
@@ -242,15 +275,14 @@ func (r *ExecutionEnvironmentReconciler) createRunner(ctx context.Context, ee *v
 		Spec: v1alpha1.RunnerSpec{Environment: ee.Name, TemplateHash: hash},
 	}
 	if err := controllerutil.SetControllerReference(ee, rn, r.Scheme()); err != nil {
-		return err
+		return nil, err
 	}
 	if err := r.Create(ctx, rn); err != nil {
 		r.Recorder.Eventf(ee, nil, corev1.EventTypeWarning, "FailedCreate", "Create", "Creating a runner failed: %v", err)
-		return fmt.Errorf("create runner of environment %s: %w", ee.Name, err)
+		return nil, fmt.Errorf("create runner of environment %s: %w", ee.Name, err)
 	}
 	r.Expectations.ExpectCreate(client.ObjectKeyFromObject(ee), rn.Name)
-	r.Recorder.Eventf(ee, rn, corev1.EventTypeNormal, "SuccessfulCreate", "Create", "Created runner %s (Nomad job %s)", rn.Name, rn.Annotations[JobIDAnnotation])
-	return nil
+	return rn, nil
 }
 
 // deleteRunner deletes an unclaimed runner with a resourceVersion precondition:

@@ -151,9 +151,10 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 	jobID := runner.Annotations[JobIDAnnotation]
 	namespace := runner.Annotations[NomadNamespaceAnnotation]
 	before := runner.DeepCopy()
-	var requeue time.Duration
 
-	if runner.Status.Phase == "" {
+	if runner.Status.NomadJobID == "" && (runner.Status.Phase == "" || runner.Status.Phase == v1alpha1.RunnerPending) {
+		// Not registered as far as the status says (it is written later, see
+		// holdBack; register knows a job it registered already).
 		registered, err := r.register(ctx, runner)
 		if err != nil || !registered {
 			return ctrl.Result{}, err
@@ -177,13 +178,12 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 					return ctrl.Result{}, err
 				}
 			}
-			if len(allocs) == 0 && before.Status.Phase == v1alpha1.RunnerPending {
+			if len(allocs) == 0 && runner.Status.Phase == v1alpha1.RunnerPending {
 				// Held as Pending, never deleted and recreated: say why it waits.
 				// Not while Nomad is still at it (a filling pool of 200 otherwise
 				// reads 200 evaluations that say nothing): look once the grace
 				// period is over, and the requeue makes sure we do.
-				if wait := placementGrace - r.Clock.Since(runner.CreationTimestamp.Time); wait > 0 && runner.Status.Reason == "" {
-					requeue = wait
+				if r.holdBack(runner) > 0 {
 					break
 				}
 				why, err := r.Bridge.PlacementFailure(ctx, namespace, jobID)
@@ -212,6 +212,11 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 			r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, runner.Status.Reason, "Observe", "%s", runner.Status.Message)
 		}
 	}
+	if wait := r.holdBack(runner); wait > 0 {
+		// Nothing a user acts on yet: write once the runner is Idle, or
+		// when the grace period ends with it still Pending.
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 	if err := r.writeStatus(ctx, runner, before); err != nil {
 		if apierrors.IsConflict(err) {
 			metrics.ClaimConflicts.Inc()
@@ -222,11 +227,20 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 		}
 		return ctrl.Result{}, err
 	}
-	res, err := r.enforceInactivity(ctx, runner)
-	if requeue > 0 && (res.RequeueAfter == 0 || requeue < res.RequeueAfter) {
-		res.RequeueAfter = requeue
+	return r.enforceInactivity(ctx, runner)
+}
+
+// holdBack tells how long to keep back the status write of a runner that is
+// still starting normally: Pending, no reason to report, younger than the
+// placement grace. Its registration and its allocation's placement are
+// progress nobody acts on (claimers wait for Idle), and writing each would
+// triple the API writes of every fill and refill; a runner that starts within
+// the grace costs one status write, Pending→Idle. 0: write now.
+func (r *RunnerReconciler) holdBack(runner *v1alpha1.Runner) time.Duration {
+	if runner.Status.Phase != v1alpha1.RunnerPending || runner.Status.Reason != "" {
+		return 0
 	}
-	return res, err
+	return max(placementGrace-r.Clock.Since(runner.CreationTimestamp.Time), 0)
 }
 
 // jobAllocations answers from the Store when it knows the job, and reads Nomad

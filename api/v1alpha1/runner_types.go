@@ -26,7 +26,9 @@ const (
 type RunnerPhase string
 
 const (
-	// RunnerPending: the Nomad job is registered, its allocation is not running yet.
+	// RunnerPending: the runner's allocation is not running yet (its Nomad job
+	// may not be registered yet either; status.nomadJobID is written after it is).
+	// A new runner reads as Pending from the start: it is the schema's default.
 	RunnerPending RunnerPhase = "Pending"
 	// RunnerIdle: the allocation runs and nobody holds the runner; it can be claimed.
 	RunnerIdle RunnerPhase = "Idle"
@@ -122,7 +124,9 @@ type RunnerClaim struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.claim) || (has(self.phase) && (self.phase == 'Claimed' || self.phase == 'Failed'))",message="phase must be Claimed when claim is set",fieldPath=".phase"
 type RunnerStatus struct {
 	// phase: Pending, Idle, Claimed or Failed. Claimed and Failed never go back.
+	// Pending by default, so a runner shows a phase before its first status write.
 	// +optional
+	// +kubebuilder:default=Pending
 	// +kubebuilder:validation:XValidation:rule="oldSelf != 'Claimed' || self == 'Claimed' || self == 'Failed'",message="a Claimed runner can only become Failed"
 	// +kubebuilder:validation:XValidation:rule="oldSelf != 'Failed' || self == 'Failed'",message="a Failed runner stays Failed"
 	Phase RunnerPhase `json:"phase,omitempty"`
@@ -215,7 +219,10 @@ type Runner struct {
 
 	// +required
 	Spec RunnerSpec `json:"spec"`
+	// Defaulted when the API server reads the object, so status.phase reads
+	// Pending before anyone wrote a status (create cannot set status).
 	// +optional
+	// +kubebuilder:default={}
 	Status RunnerStatus `json:"status,omitempty"`
 }
 

@@ -243,6 +243,18 @@ var _ = Describe("Runner validation", func() {
 		expectInvalid(k8sClient.Update(ctx, r), "spec.environment", "environment is immutable")
 	})
 
+	It("shows a new runner as Pending before any status write (the schema default)", func(ctx context.Context) {
+		r := runner(ns, "python-x4", "python")
+		Expect(k8sClient.Create(ctx, r)).To(Succeed())
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(r), r)).To(Succeed())
+		Expect(r.Status.Phase).To(Equal(v1alpha1.RunnerPending))
+		Expect(r.Status.NomadJobID).To(BeEmpty())
+		// Selectable as Pending too: the API server selects on the defaulted object.
+		list := &v1alpha1.RunnerList{}
+		Expect(k8sClient.List(ctx, list, client.InNamespace(ns), client.MatchingFields{v1alpha1.PhaseField: string(v1alpha1.RunnerPending)})).To(Succeed())
+		Expect(list.Items).To(ContainElement(HaveField("Name", "python-x4")))
+	})
+
 	It("rejects a phase that does not exist", func(ctx context.Context) {
 		r := runner(ns, "python-x3", "python")
 		Expect(k8sClient.Create(ctx, r)).To(Succeed())
@@ -269,8 +281,8 @@ var _ = Describe("Runner validation", func() {
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(r), r)).To(Succeed())
 			Expect(r.Status.Claim).To(BeNil())
 		},
-		Entry("no status yet, merge patch", v1alpha1.RunnerPhase(""), types.MergePatchType),
-		Entry("no status yet, JSON patch", v1alpha1.RunnerPhase(""), types.JSONPatchType),
+		Entry("no status written yet, merge patch", v1alpha1.RunnerPhase(""), types.MergePatchType),
+		Entry("no status written yet, JSON patch", v1alpha1.RunnerPhase(""), types.JSONPatchType),
 		Entry("Pending, merge patch", v1alpha1.RunnerPending, types.MergePatchType),
 		Entry("Pending, JSON patch", v1alpha1.RunnerPending, types.JSONPatchType),
 		Entry("Failed, merge patch", v1alpha1.RunnerFailed, types.MergePatchType),

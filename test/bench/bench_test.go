@@ -93,9 +93,9 @@ func TestBench(t *testing.T) {
 		// Raw Nomad anchors: K jobs registered (8 callers) until all run.
 		for _, k := range []int{cfg.Claims[32], cfg.N} {
 			for rep := range cfg.Reps {
-				cpu0, api0 := e.cpu(), e.apiRequests()
+				r0 := e.read(ctx)
 				d, err := rawNomad(ctx, e.nomad, k, fmt.Sprintf("raw%d-%d", k, rep), func() {
-					e.cost(r, fmt.Sprintf("raw_nomad_%d%s", k, tp.suffix), cpu0, api0, k)
+					e.cost(ctx, r, fmt.Sprintf("raw_nomad_%d%s", k, tp.suffix), r0, k)
 				})
 				if err != nil {
 					t.Fatalf("raw nomad %d: %v", k, err)
@@ -114,14 +114,14 @@ func TestBench(t *testing.T) {
 				}
 			}
 			ns, envName = fmt.Sprintf("bench-cold%s-%d", strings.ReplaceAll(tp.suffix, "_", "-"), rep), fmt.Sprintf("cold%d%s", rep, strings.ReplaceAll(tp.suffix, "_", "-"))
-			cpu0, api0 := e.cpu(), e.apiRequests()
+			r0 := e.read(ctx)
 			profiled := e.profile(fmt.Sprintf("cold-fill%s-%d", tp.suffix, rep), 20*time.Second)
 			d, peak, peakJobs, err := coldFill(ctx, e, ns, envName, cfg.N)
 			profiled()
 			if err != nil {
 				t.Fatalf("cold fill: %v\n%s", err, tail(e.opLog))
 			}
-			e.cost(r, "cold_fill"+tp.suffix, cpu0, api0, cfg.N)
+			e.cost(ctx, r, "cold_fill"+tp.suffix, r0, cfg.N)
 			r.add("cold_fill_s"+tp.suffix, d.Seconds())
 			r.add("cold_fill_peak_live_runners"+tp.suffix, float64(peak))
 			r.add("cold_fill_peak_nomad_jobs"+tp.suffix, float64(peakJobs))
@@ -159,10 +159,10 @@ func TestBench(t *testing.T) {
 						e.resume()
 						t.Fatal(err)
 					}
-					var cpu0, api0 map[string]float64
+					var r0 reading
 					profiled := func() {}
 					if !paused { // a paused operator answers no scrape
-						cpu0, api0 = e.cpu(), e.apiRequests()
+						r0 = e.read(ctx)
 						profiled = e.profile(fmt.Sprintf("claims-c%d%s", c, suffix), 5*time.Second)
 					}
 					cl, claimed, err := claims(ctx, e, ns, envName, c, m)
@@ -186,7 +186,7 @@ func TestBench(t *testing.T) {
 					if !paused {
 						r.add(fmt.Sprintf("refill_%d_s_c%d%s", m, c, suffix), refill.Seconds())
 						// What a claim and the refill it causes cost, per claim.
-						e.cost(r, fmt.Sprintf("claim_refill_c%d%s", c, suffix), cpu0, api0, m)
+						e.cost(ctx, r, fmt.Sprintf("claim_refill_c%d%s", c, suffix), r0, m)
 					}
 					logf("c=%d m=%d%s: bare p50 %.1fms p99 %.1fms %.0f/s; claim p50 %.1fms p99 %.1fms %.0f/s, %.2f conflicts/claim; refill %.2fs",
 						c, m, suffix, bare.p(50), bare.p(99), bare.rate(), cl.p(50), cl.p(99), cl.rate(), float64(cl.conflicts)/float64(len(cl.lat)), refill.Seconds())

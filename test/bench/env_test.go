@@ -18,6 +18,7 @@ import (
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,8 +39,9 @@ type env struct {
 	counter *nomaddev.Counter
 	proxy   *httptest.Server
 
-	direct client.Client // writes and reads straight to the API server
-	cached client.Client // reads from an informer cache, writes direct (how a claimer service runs)
+	direct    client.Client // writes and reads straight to the API server
+	clientset kubernetes.Interface
+	cached    client.Client // reads from an informer cache, writes direct (how a claimer service runs)
 
 	op         *exec.Cmd
 	opLog      string
@@ -86,6 +88,9 @@ func startEnv(ctx context.Context, t *testing.T) *env {
 	cfg := rest.CopyConfig(e.cp.Config)
 	cfg.QPS, cfg.Burst = -1, 0 // no client-side throttling in the harness
 	if e.direct, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()}); err != nil {
+		t.Fatal(err)
+	}
+	if e.clientset, err = kubernetes.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
 	c, err := cache.New(cfg, cache.Options{Scheme: controlplane.Scheme()})
@@ -237,16 +242,68 @@ func (e *env) profile(name string, d time.Duration) (wait func()) {
 // cpu reads the CPU seconds of every component so far (see cpuByComponent).
 func (e *env) cpu() map[string]float64 { return cpuByComponent(e.op.Process.Pid) }
 
-// cost records what a phase of the benchmark cost per runner (or per claim):
-// CPU by component and the operator's API requests by method, since the
-// readings cpu0 and api0.
-func (e *env) cost(r *results, phase string, cpu0, api0 map[string]float64, per int) {
-	cpuSince(cpu0, e.op.Process.Pid).add(r, "cpu_ms_per_runner_"+phase, float64(per)/1000)
+// reading is what the cost of a phase is measured from.
+type reading struct {
+	cpu, api, writes map[string]float64
+}
+
+func (e *env) read(ctx context.Context) reading {
+	return reading{cpu: e.cpu(), api: e.apiRequests(), writes: e.apiserverWrites(ctx)}
+}
+
+// cost records what a phase of the benchmark cost per runner (or per claim)
+// since the reading r0: CPU by component, the operator's API requests by
+// method, and the API server's write requests by resource.
+func (e *env) cost(ctx context.Context, r *results, phase string, r0 reading, per int) {
+	cpuSince(r0.cpu, e.op.Process.Pid).add(r, cpuPrefix+phase, float64(per)/1000)
 	for m, v := range e.apiRequests() {
-		if d := v - api0[m]; d > 0 || api0[m] > 0 {
-			r.add("operator_api_"+m+"_per_runner_"+phase, d/float64(per))
+		if d := v - r0.api[m]; d > 0 || r0.api[m] > 0 {
+			r.add(apiPrefix+m+"_per_runner_"+phase, d/float64(per))
 		}
 	}
+	for k, v := range e.apiserverWrites(ctx) {
+		if d := v - r0.writes[k]; d > 0 {
+			r.add(writesPrefix+phase+" "+k, d/float64(per))
+		}
+	}
+}
+
+// apiserverWrites reads the API server's own count of write requests so far,
+// by verb and resource ("PATCH runners/status"): what the operator's
+// method counts cannot tell apart (a status write, an event, a finalizer).
+// It counts every client, the harness's claims included.
+func (e *env) apiserverWrites(ctx context.Context) map[string]float64 {
+	out := map[string]float64{}
+	raw, err := e.clientset.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return out
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		labels := map[string]string{}
+		end := strings.LastIndex(line, "}")
+		for _, kv := range strings.Split(line[len("apiserver_request_total{"):end], ",") {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				labels[k] = strings.Trim(v, `"`)
+			}
+		}
+		switch labels["verb"] {
+		case "POST", "PUT", "PATCH", "DELETE", "APPLY":
+		default:
+			continue
+		}
+		key := labels["verb"] + " " + labels["resource"]
+		if labels["subresource"] != "" {
+			key += "/" + labels["subresource"]
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(line[end+1:]), 64)
+		if err == nil {
+			out[key] += v
+		}
+	}
+	return out
 }
 
 func (e *env) runnerReconciles() float64 {

@@ -299,12 +299,13 @@ func (r *results) markdown() string {
 }
 
 const (
-	cpuPrefix = "cpu_ms_per_runner_"
-	apiPrefix = "operator_api_"
+	cpuPrefix    = "cpu_ms_per_runner_"
+	apiPrefix    = "operator_api_"
+	writesPrefix = "apiserver_writes_per_runner_"
 )
 
 func isCostFigure(name string) bool {
-	return strings.HasPrefix(name, cpuPrefix) || strings.HasPrefix(name, apiPrefix)
+	return strings.HasPrefix(name, cpuPrefix) || strings.HasPrefix(name, apiPrefix) || strings.HasPrefix(name, writesPrefix)
 }
 
 // costPhases are the phases whose cost is recorded, in the order of the run.
@@ -356,6 +357,35 @@ func (r *results) costTables(p func(string, ...any)) {
 		row := make([]string, 0, len(methods))
 		for _, m := range methods {
 			row = append(row, median(apiPrefix+m+"_per_runner_"+ph))
+		}
+		p("| %s | %s |", ph, strings.Join(row, " | "))
+	}
+	p("")
+	// The API server's own count of writes by resource: every client's, so
+	// the claim rows include the claims themselves (runners/status).
+	var kinds []string
+	seen := map[string]bool{}
+	for _, f := range r.Figures {
+		if rest, ok := strings.CutPrefix(f.Name, writesPrefix); ok {
+			if _, k, ok := strings.Cut(rest, " "); ok && !seen[k] {
+				seen[k] = true
+				kinds = append(kinds, k)
+			}
+		}
+	}
+	if len(kinds) == 0 {
+		return
+	}
+	sort.Strings(kinds)
+	p("Write requests the API server received per runner (per claim), by verb and resource, from every")
+	p("client (the claim rows include the claim patches themselves, in `PATCH runners/status`); medians:")
+	p("")
+	p("| phase | %s |", strings.Join(kinds, " | "))
+	p("| --- |%s", strings.Repeat(" --- |", len(kinds)))
+	for _, ph := range operator {
+		row := make([]string, 0, len(kinds))
+		for _, k := range kinds {
+			row = append(row, median(writesPrefix+ph+" "+k))
 		}
 		p("| %s | %s |", ph, strings.Join(row, " | "))
 	}
