@@ -154,10 +154,20 @@ func TestBench(t *testing.T) {
 					if paused {
 						e.pause()
 					}
-					bare, err := barePatches(ctx, e, ns, envName, c, m)
+					bare, err := barePatches(ctx, e, ns, envName, c, m, nil)
 					if err != nil {
 						e.resume()
 						t.Fatal(err)
+					}
+					if !paused {
+						// The same patches, each starting the Nomad job a claim's refill starts.
+						beside, err := barePatches(ctx, e, ns, envName, c, m, newRawJobs(e.nomad, fmt.Sprintf("rawpatch%d", c), m))
+						if err != nil {
+							t.Fatal(err)
+						}
+						r.add(fmt.Sprintf("bare_patch_beside_nomad_p99_ms_c%d%s", c, suffix), beside.p(99))
+						r.add(fmt.Sprintf("bare_patch_beside_nomad_per_s_c%d%s", c, suffix), beside.rate())
+						logf("c=%d m=%d%s: bare beside Nomad p50 %.1fms p99 %.1fms %.0f/s", c, m, suffix, beside.p(50), beside.p(99), beside.rate())
 					}
 					var r0 reading
 					profiled := func() {}
@@ -273,22 +283,50 @@ type config struct {
 // rawNomad registers k jobs and waits until all run; running is called then,
 // before the jobs are stopped and purged.
 func rawNomad(ctx context.Context, api *nomad.Client, k int, prefix string, running func()) (time.Duration, error) {
+	jobs := newRawJobs(api, prefix, k)
+	start := time.Now()
+	if err := parallel(8, k, func(i int) error { return jobs.register(ctx, i) }); err != nil {
+		return 0, err
+	}
+	if err := jobs.waitRunning(ctx, start); err != nil {
+		return 0, err
+	}
+	d := time.Since(start)
+	running()
+	return d, jobs.remove(ctx)
+}
+
+// rawJobs are sleeping jobs registered straight to the agent, without the
+// operator: the anchors' Nomad work.
+type rawJobs struct {
+	api    *nomad.Client
+	prefix string
+	ids    []string
+}
+
+func newRawJobs(api *nomad.Client, prefix string, k int) *rawJobs {
 	ids := make([]string, k)
 	for i := range ids {
 		ids[i] = prefix + "-" + uuid.NewString()
 	}
-	start := time.Now()
-	if err := parallel(8, k, func(i int) error {
-		_, _, err := api.Jobs().Register(nomaddev.SleepJob(ids[i], nil), (&nomad.WriteOptions{}).WithContext(ctx))
-		return err
-	}); err != nil {
-		return 0, err
-	}
-	q := &nomad.QueryOptions{Filter: fmt.Sprintf(`JobID matches "^%s-"`, prefix)}
+	return &rawJobs{api: api, prefix: prefix, ids: ids}
+}
+
+func (j *rawJobs) register(ctx context.Context, i int) error {
+	_, _, err := j.api.Jobs().Register(nomaddev.SleepJob(j.ids[i], nil), (&nomad.WriteOptions{}).WithContext(ctx))
+	return err
+}
+
+func (j *rawJobs) query(ctx context.Context) *nomad.QueryOptions {
+	return (&nomad.QueryOptions{Filter: fmt.Sprintf(`JobID matches "^%s-"`, j.prefix)}).WithContext(ctx)
+}
+
+// waitRunning waits until every job has a running allocation.
+func (j *rawJobs) waitRunning(ctx context.Context, start time.Time) error {
 	for {
-		allocs, _, err := api.Allocations().List(q.WithContext(ctx))
+		allocs, _, err := j.api.Allocations().List(j.query(ctx))
 		if err != nil {
-			return 0, err
+			return err
 		}
 		running := map[string]bool{}
 		for _, a := range allocs {
@@ -296,29 +334,30 @@ func rawNomad(ctx context.Context, api *nomad.Client, k int, prefix string, runn
 				running[a.JobID] = true
 			}
 		}
-		if len(running) == k {
-			break
+		if len(running) == len(j.ids) {
+			return nil
 		}
 		if time.Since(start) > 5*time.Minute {
-			return 0, fmt.Errorf("only %d of %d raw jobs running", len(running), k)
+			return fmt.Errorf("only %d of %d raw jobs running", len(running), len(j.ids))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	d := time.Since(start)
-	running()
-	// Stop first and wait until the client has stopped every task: a purge
-	// alone leaves the tasks running for minutes on a dev agent, and hundreds
-	// of leftover processes would weigh on every later figure.
-	if err := parallel(8, k, func(i int) error {
-		_, _, err := api.Jobs().Deregister(ids[i], false, (&nomad.WriteOptions{}).WithContext(ctx))
+}
+
+// remove stops the jobs, waits until the client has stopped every task, and
+// purges them: a purge alone leaves the tasks running for minutes on a dev
+// agent, and hundreds of leftover processes would weigh on every later figure.
+func (j *rawJobs) remove(ctx context.Context) error {
+	if err := parallel(8, len(j.ids), func(i int) error {
+		_, _, err := j.api.Jobs().Deregister(j.ids[i], false, (&nomad.WriteOptions{}).WithContext(ctx))
 		return err
 	}); err != nil {
-		return 0, err
+		return err
 	}
 	for deadline := time.Now().Add(3 * time.Minute); ; {
-		allocs, _, err := api.Allocations().List(q.WithContext(ctx))
+		allocs, _, err := j.api.Allocations().List(j.query(ctx))
 		if err != nil {
-			return 0, err
+			return err
 		}
 		live := 0
 		for _, a := range allocs {
@@ -330,17 +369,14 @@ func rawNomad(ctx context.Context, api *nomad.Client, k int, prefix string, runn
 			break
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("%d raw allocations still live after stop", live)
+			return fmt.Errorf("%d raw allocations still live after stop", live)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if err := parallel(8, k, func(i int) error {
-		_, _, err := api.Jobs().DeregisterOpts(ids[i], &nomad.DeregisterOptions{Purge: true}, (&nomad.WriteOptions{}).WithContext(ctx))
+	return parallel(8, len(j.ids), func(i int) error {
+		_, _, err := j.api.Jobs().DeregisterOpts(j.ids[i], &nomad.DeregisterOptions{Purge: true}, (&nomad.WriteOptions{}).WithContext(ctx))
 		return err
-	}); err != nil {
-		return 0, err
-	}
-	return d, nil
+	})
 }
 
 // --- the pool --------------------------------------------------------------
@@ -530,8 +566,11 @@ func idleRunners(ctx context.Context, e *env, ns, name string) ([]v1alpha1.Runne
 
 // barePatches sends m status JSON patches (a test of the phase and one field
 // written, the claim's shape without the claim) with c workers, each to another
-// idle runner: the API server's own cost of the write a claim is.
-func barePatches(ctx context.Context, e *env, ns, name string, c, m int) (sample, error) {
+// idle runner: the API server's own cost of the write a claim is. With raw set,
+// each patch, once answered, also starts one raw Nomad job without waiting for
+// it, as each claim starts a refill: the write beside the Nomad work a claim
+// causes, without the operator (jobs removed before it returns).
+func barePatches(ctx context.Context, e *env, ns, name string, c, m int, raw *rawJobs) (sample, error) {
 	runners, err := idleRunners(ctx, e, ns, name)
 	if err != nil {
 		return sample{}, err
@@ -540,15 +579,38 @@ func barePatches(ctx context.Context, e *env, ns, name string, c, m int) (sample
 		return sample{}, fmt.Errorf("only %d idle runners for %d bare patches", len(runners), m)
 	}
 	lat := make([]time.Duration, m)
+	var (
+		registered sync.WaitGroup
+		regMu      sync.Mutex
+		regErr     error
+	)
 	start := time.Now()
 	err = parallel(c, m, func(i int) error {
 		patch := fmt.Sprintf(`[{"op":"test","path":"/status/phase","value":"Idle"},{"op":"add","path":"/status/message","value":"bench %s"}]`, uuid.NewString())
 		t0 := time.Now()
 		err := e.cached.Status().Patch(ctx, &runners[i], client.RawPatch(types.JSONPatchType, []byte(patch)))
 		lat[i] = time.Since(t0)
+		if raw != nil && err == nil {
+			registered.Go(func() {
+				if err := raw.register(ctx, i); err != nil {
+					regMu.Lock()
+					regErr = errors.Join(regErr, err)
+					regMu.Unlock()
+				}
+			})
+		}
 		return err
 	})
-	return sample{lat: lat, wall: time.Since(start)}, err
+	wall := time.Since(start)
+	if raw != nil {
+		registered.Wait()
+		err = errors.Join(err, regErr)
+		if err == nil {
+			err = raw.waitRunning(ctx, start)
+		}
+		err = errors.Join(err, raw.remove(ctx))
+	}
+	return sample{lat: lat, wall: wall}, err
 }
 
 // claims takes m runners with claim.Claim over c workers, each claimer reading
