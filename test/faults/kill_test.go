@@ -52,7 +52,7 @@ var _ = Describe("Operator killed mid-flight", func() {
 		}).Should(Succeed())
 		unwritten := 0
 		for _, r := range runnersOf(ctx, Default, ns) {
-			if r.Status.Phase == "" {
+			if r.Status.NomadJobID == "" { // reads Pending (the default) but was never written
 				unwritten++
 			}
 		}
