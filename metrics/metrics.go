@@ -109,7 +109,7 @@ func ObserveEventLag(modifyTime int64) {
 }
 
 var (
-	runnersDesc = prometheus.NewDesc(namespace+"_runners", "Runners by phase, per environment (\"Unknown\": not registered yet); runners being deleted are not counted.",
+	runnersDesc = prometheus.NewDesc(namespace+"_runners", "Runners by phase, per environment (a runner without a status yet is Pending); runners being deleted are not counted.",
 		[]string{"namespace", "environment", "phase"}, nil)
 	poolTargetDesc = prometheus.NewDesc(namespace+"_pool_target", "Idle runners each environment asks for (spec.prewarmingPoolSize).",
 		[]string{"namespace", "environment"}, nil)
@@ -171,12 +171,12 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 			counts[k] = map[string]int{}
 		}
 		phase := string(rn.Status.Phase)
-		if phase == "" {
-			phase = "Unknown"
+		if phase == "" { // the API server defaults it to Pending; a cache of raw objects might not
+			phase = string(v1alpha1.RunnerPending)
 		}
 		counts[k][phase]++
 	}
-	phases := []string{"Unknown", string(v1alpha1.RunnerPending), string(v1alpha1.RunnerIdle), string(v1alpha1.RunnerClaimed), string(v1alpha1.RunnerFailed)}
+	phases := []string{string(v1alpha1.RunnerPending), string(v1alpha1.RunnerIdle), string(v1alpha1.RunnerClaimed), string(v1alpha1.RunnerFailed)}
 	for k, byPhase := range counts {
 		// Every phase is reported, 0 included, so a drained pool shows as 0 rather than vanishing.
 		for _, p := range phases {

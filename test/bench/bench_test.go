@@ -567,9 +567,10 @@ func idleRunners(ctx context.Context, e *env, ns, name string) ([]v1alpha1.Runne
 // barePatches sends m status JSON patches (a test of the phase and one field
 // written, the claim's shape without the claim) with c workers, each to another
 // idle runner: the API server's own cost of the write a claim is. With raw set,
-// each patch, once answered, also starts one raw Nomad job without waiting for
-// it, as each claim starts a refill: the write beside the Nomad work a claim
-// causes, without the operator (jobs removed before it returns).
+// its m Nomad jobs (one per patch, as each claim starts a refill) are
+// registered first and the patches sent while Nomad places and starts them:
+// the write beside the Nomad work the claims cause, without the operator. The
+// jobs are removed before it returns.
 func barePatches(ctx context.Context, e *env, ns, name string, c, m int, raw *rawJobs) (sample, error) {
 	runners, err := idleRunners(ctx, e, ns, name)
 	if err != nil {
@@ -579,32 +580,22 @@ func barePatches(ctx context.Context, e *env, ns, name string, c, m int, raw *ra
 		return sample{}, fmt.Errorf("only %d idle runners for %d bare patches", len(runners), m)
 	}
 	lat := make([]time.Duration, m)
-	var (
-		registered sync.WaitGroup
-		regMu      sync.Mutex
-		regErr     error
-	)
 	start := time.Now()
+	if raw != nil {
+		if err := parallel(8, m, func(i int) error { return raw.register(ctx, i) }); err != nil {
+			return sample{}, errors.Join(err, raw.remove(ctx))
+		}
+	}
+	patched := time.Now()
 	err = parallel(c, m, func(i int) error {
 		patch := fmt.Sprintf(`[{"op":"test","path":"/status/phase","value":"Idle"},{"op":"add","path":"/status/message","value":"bench %s"}]`, uuid.NewString())
 		t0 := time.Now()
 		err := e.cached.Status().Patch(ctx, &runners[i], client.RawPatch(types.JSONPatchType, []byte(patch)))
 		lat[i] = time.Since(t0)
-		if raw != nil && err == nil {
-			registered.Go(func() {
-				if err := raw.register(ctx, i); err != nil {
-					regMu.Lock()
-					regErr = errors.Join(regErr, err)
-					regMu.Unlock()
-				}
-			})
-		}
 		return err
 	})
-	wall := time.Since(start)
+	wall := time.Since(patched)
 	if raw != nil {
-		registered.Wait()
-		err = errors.Join(err, regErr)
 		if err == nil {
 			err = raw.waitRunning(ctx, start)
 		}
