@@ -74,6 +74,10 @@ bench: manifests test-bins ## Benchmarks against the physical limits (real contr
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) NOMAD_BIN=$(NOMAD) KUBECTL=$(KUBECTL) NRO_BENCH=1 \
 		go test ./test/bench/ -run TestBench -count=1 -v -timeout 30m $(BENCH_ARGS)
 
+.PHONY: bench-report
+bench-report: ## Write docs/BENCHMARKS.md again from docs/benchmarks.json and test/bench/findings.md (no measuring).
+	NRO_BENCH_RENDER=1 go test ./test/bench/ -run TestRenderReport -count=1
+
 ##@ Build
 
 .PHONY: build

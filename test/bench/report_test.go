@@ -9,7 +9,9 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"testing"
 
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
@@ -399,4 +401,31 @@ func (r *results) costTables(p func(string, ...any)) {
 		p("| %s | %s |", ph, strings.Join(row, " | "))
 	}
 	p("")
+}
+
+// TestRenderReport writes docs/BENCHMARKS.md again from docs/benchmarks.json
+// and the current findings.md, without measuring (make bench-report): the
+// findings are written after a run, from its figures.
+func TestRenderReport(t *testing.T) {
+	if os.Getenv("NRO_BENCH_RENDER") == "" {
+		t.Skip("renders with NRO_BENCH_RENDER=1 (make bench-report)")
+	}
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "docs", "benchmarks.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &results{}
+	if err := json.Unmarshal(b, r); err != nil {
+		t.Fatalf("docs/benchmarks.json: %v", err)
+	}
+	if len(r.Figures) == 0 {
+		t.Fatal("docs/benchmarks.json holds no figures")
+	}
+	if err := r.write(root); err != nil {
+		t.Fatal(err)
+	}
 }
