@@ -48,6 +48,9 @@ const (
 	// placementGrace is how long a runner without an allocation may wait before
 	// Nomad is asked why it is not placed.
 	placementGrace = 3 * time.Second
+	// startupQuiet is how long a runner that starts normally (Pending, nothing
+	// to report) goes without a status write: see holdBack.
+	startupQuiet = 10 * time.Second
 	// conflictRetry is how soon a status write that lost to a newer version is retried.
 	conflictRetry = 200 * time.Millisecond
 	// staleRetry is how soon a reconcile that found the cache behind our own
@@ -151,6 +154,7 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 	jobID := runner.Annotations[JobIDAnnotation]
 	namespace := runner.Annotations[NomadNamespaceAnnotation]
 	before := runner.DeepCopy()
+	var askAgain time.Duration // when to ask Nomad why the runner is not placed
 
 	if runner.Status.NomadJobID == "" && (runner.Status.Phase == "" || runner.Status.Phase == v1alpha1.RunnerPending) {
 		// Not registered as far as the status says (it is written later, see
@@ -183,7 +187,8 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 				// Not while Nomad is still at it (a filling pool of 200 otherwise
 				// reads 200 evaluations that say nothing): look once the grace
 				// period is over, and the requeue makes sure we do.
-				if r.holdBack(runner) > 0 {
+				if wait := placementGrace - r.Clock.Since(runner.CreationTimestamp.Time); wait > 0 && runner.Status.Reason == "" {
+					askAgain = wait
 					break
 				}
 				why, err := r.Bridge.PlacementFailure(ctx, namespace, jobID)
@@ -213,8 +218,11 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 		}
 	}
 	if wait := r.holdBack(runner); wait > 0 {
-		// Nothing a user acts on yet: write once the runner is Idle, or
-		// when the grace period ends with it still Pending.
+		// Nothing a user acts on yet: write once the runner is Idle, has a
+		// reason to show, or is still Pending when the quiet period ends.
+		if askAgain > 0 {
+			wait = min(wait, askAgain)
+		}
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	if err := r.writeStatus(ctx, runner, before); err != nil {
@@ -231,16 +239,17 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 }
 
 // holdBack tells how long to keep back the status write of a runner that is
-// still starting normally: Pending, no reason to report, younger than the
-// placement grace. Its registration and its allocation's placement are
-// progress nobody acts on (claimers wait for Idle), and writing each would
-// triple the API writes of every fill and refill; a runner that starts within
-// the grace costs one status write, Pending→Idle. 0: write now.
+// still starting normally: Pending, no reason to report (Nomad's placement
+// failure is one, written at once), younger than startupQuiet. Its
+// registration and its allocation's placement are progress nobody acts on
+// (claimers wait for Idle), and writing each would triple the API writes of
+// every fill and refill: a runner that starts within startupQuiet costs one
+// status write, Pending→Idle. 0: write now.
 func (r *RunnerReconciler) holdBack(runner *v1alpha1.Runner) time.Duration {
 	if runner.Status.Phase != v1alpha1.RunnerPending || runner.Status.Reason != "" {
 		return 0
 	}
-	return max(placementGrace-r.Clock.Since(runner.CreationTimestamp.Time), 0)
+	return max(startupQuiet-r.Clock.Since(runner.CreationTimestamp.Time), 0)
 }
 
 // jobAllocations answers from the Store when it knows the job, and reads Nomad

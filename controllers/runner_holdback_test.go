@@ -23,33 +23,34 @@ import (
 // any other call panics (the embedded nil interface): the store answers the rest.
 type placementBridge struct {
 	nomadbridge.Client
-	why   string
-	asked int
+	why   map[string]string // by job ID
+	asked map[string]int
 }
 
-func (b *placementBridge) PlacementFailure(context.Context, string, string) (string, error) {
-	b.asked++
-	return b.why, nil
+func (b *placementBridge) PlacementFailure(_ context.Context, _, jobID string) (string, error) {
+	b.asked[jobID]++
+	return b.why[jobID], nil
 }
 
 func (b *placementBridge) AllocationPorts(context.Context, string, string) ([]nomad.PortMapping, error) {
 	return nil, nil
 }
 
-// A runner that starts within the placement grace costs one status write
-// (Pending→Idle); one still Pending when the grace ends is written then, with
-// Nomad's reason when it cannot be placed.
+// A runner that starts within startupQuiet costs one status write
+// (Pending→Idle). Nomad is asked why an unplaced runner waits once the
+// placement grace is over, and a reason is written at once; a runner still
+// starting normally is written as Pending when startupQuiet ends.
 func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 	created := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 	scheme := runtime.NewScheme()
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	newRunner := func(name, jobID string) *v1alpha1.Runner {
+	newRunner := func(name string) *v1alpha1.Runner {
 		return &v1alpha1.Runner{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: name, Namespace: "ns", CreationTimestamp: metav1.NewTime(created),
-				Annotations: map[string]string{JobIDAnnotation: jobID, NomadNamespaceAnnotation: "default"},
+				Annotations: map[string]string{JobIDAnnotation: "env-" + name, NomadNamespaceAnnotation: "default"},
 				Finalizers:  []string{RunnerFinalizer},
 			},
 			Spec: v1alpha1.RunnerSpec{Environment: "env", TemplateHash: "h"},
@@ -60,11 +61,19 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 	alloc := func(id, job string, index uint64, status string) *nomad.AllocationListStub {
 		return &nomad.AllocationListStub{ID: id, JobID: job, NodeName: "node-1", ModifyIndex: index, CreateIndex: index, ClientStatus: status}
 	}
-	fast, slow, stuck := newRunner("fast", "env-fast"), newRunner("slow", "env-slow"), newRunner("stuck", "env-stuck")
+	// fast and slow are placed (fast will run soon, slow takes long);
+	// stuck cannot be placed, queued is not placed yet without a failure.
+	names := []string{"fast", "slow", "stuck", "queued"}
+	var objs []client.Object
+	var jobs []nomadbridge.JobRef
+	for _, n := range names {
+		objs = append(objs, newRunner(n))
+		jobs = append(jobs, nomadbridge.JobRef{ID: "env-" + n})
+	}
 
 	statusWrites := map[string]int{}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&v1alpha1.Runner{}).
-		WithObjects(fast, slow, stuck).
+		WithObjects(objs...).
 		WithInterceptorFuncs(interceptor.Funcs{
 			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
 				statusWrites[obj.GetName()]++
@@ -74,9 +83,9 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 	// The jobs were registered already (a store that knows them skips the
 	// registration): the reconciles below only observe their allocations.
 	store := NewJobStore()
-	store.Replace([]nomadbridge.JobRef{{ID: "env-fast"}, {ID: "env-slow"}, {ID: "env-stuck"}},
-		[]*nomad.AllocationListStub{alloc("a-fast", "env-fast", 10, nomad.AllocClientStatusPending), alloc("a-slow", "env-slow", 10, nomad.AllocClientStatusPending)})
-	bridge := &placementBridge{why: "Resources exhausted on 1 nodes: memory"}
+	store.Replace(jobs, []*nomad.AllocationListStub{
+		alloc("a-fast", "env-fast", 10, nomad.AllocClientStatusPending), alloc("a-slow", "env-slow", 10, nomad.AllocClientStatusPending)})
+	bridge := &placementBridge{why: map[string]string{"env-stuck": "Resources exhausted on 1 nodes: memory"}, asked: map[string]int{}}
 	clk := clocktesting.NewFakePassiveClock(created.Add(time.Second))
 	r := &RunnerReconciler{Client: c, Bridge: bridge, Clock: clk, Store: store, Recorder: &events.FakeRecorder{}}
 	reconcileRunner := func(name string) (reconcile.Result, *v1alpha1.Runner) {
@@ -91,22 +100,28 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 		}
 		return res, rn
 	}
-
-	// 1 s old, placed, not running yet: nothing written, a look back when the grace ends.
-	for _, name := range []string{"fast", "slow", "stuck"} {
+	expectHeld := func(name string, requeue time.Duration) {
+		t.Helper()
 		res, rn := reconcileRunner(name)
 		if statusWrites[name] != 0 || rn.Status.NomadJobID != "" {
-			t.Fatalf("%s: %d status writes within the grace (status %+v), want none", name, statusWrites[name], rn.Status)
+			t.Fatalf("%s: %d status writes (status %+v), want none yet", name, statusWrites[name], rn.Status)
 		}
-		if res.RequeueAfter != placementGrace-time.Second {
-			t.Fatalf("%s: requeue after %v, want the rest of the grace (%v)", name, res.RequeueAfter, placementGrace-time.Second)
+		if res.RequeueAfter != requeue {
+			t.Fatalf("%s: requeue after %v, want %v", name, res.RequeueAfter, requeue)
 		}
-	}
-	if bridge.asked != 0 {
-		t.Fatalf("Nomad was asked %d times why a runner waits within the grace", bridge.asked)
 	}
 
-	// fast runs within the grace: one write, straight to Idle with everything observed.
+	// 1 s old: nothing written. The placed ones are looked at again when the
+	// quiet period ends, the unplaced ones when the placement grace does.
+	expectHeld("fast", startupQuiet-time.Second)
+	expectHeld("slow", startupQuiet-time.Second)
+	expectHeld("stuck", placementGrace-time.Second)
+	expectHeld("queued", placementGrace-time.Second)
+	if len(bridge.asked) != 0 {
+		t.Fatalf("Nomad was asked why runners wait within the placement grace: %v", bridge.asked)
+	}
+
+	// fast runs: one write, straight to Idle with everything observed.
 	store.ObserveAllocation(alloc("a-fast", "env-fast", 11, nomad.AllocClientStatusRunning))
 	_, rn := reconcileRunner("fast")
 	if statusWrites["fast"] != 1 || rn.Status.Phase != v1alpha1.RunnerIdle || rn.Status.NomadJobID != "env-fast" ||
@@ -114,21 +129,35 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 		t.Fatalf("fast: %d writes, status %+v; want one write to Idle with job, allocation and node", statusWrites["fast"], rn.Status)
 	}
 
-	// The grace is over: slow (placed, still starting) and stuck (not placed) are written as Pending.
+	// The placement grace is over: stuck's reason is written at once; queued
+	// (Nomad names no failure) and slow (placed, starting) stay unwritten.
 	clk.SetTime(created.Add(placementGrace + time.Second))
-	_, rn = reconcileRunner("slow")
-	if statusWrites["slow"] != 1 || rn.Status.Phase != v1alpha1.RunnerPending || rn.Status.AllocationID != "a-slow" || rn.Status.Reason != "" {
-		t.Fatalf("slow: %d writes, status %+v; want Pending with its allocation, no reason", statusWrites["slow"], rn.Status)
-	}
 	_, rn = reconcileRunner("stuck")
 	if statusWrites["stuck"] != 1 || rn.Status.Phase != v1alpha1.RunnerPending || rn.Status.Reason != v1alpha1.ReasonWaitingForNomad ||
 		rn.Status.Message != "Nomad cannot place the runner yet: Resources exhausted on 1 nodes: memory." || rn.Status.NomadJobID != "env-stuck" {
 		t.Fatalf("stuck: %d writes, status %+v; want Pending, WaitingForNomad with Nomad's reason", statusWrites["stuck"], rn.Status)
 	}
+	expectHeld("queued", startupQuiet-placementGrace-time.Second)
+	expectHeld("slow", startupQuiet-placementGrace-time.Second)
+	if bridge.asked["env-queued"] != 1 || bridge.asked["env-slow"] != 0 {
+		t.Fatalf("Nomad asked %v; want queued once, never for the placed slow", bridge.asked)
+	}
+
+	// The quiet period is over: the ones still starting are written as Pending.
+	clk.SetTime(created.Add(startupQuiet + time.Second))
+	_, rn = reconcileRunner("slow")
+	if statusWrites["slow"] != 1 || rn.Status.Phase != v1alpha1.RunnerPending || rn.Status.AllocationID != "a-slow" || rn.Status.Reason != "" {
+		t.Fatalf("slow: %d writes, status %+v; want Pending with its allocation, no reason", statusWrites["slow"], rn.Status)
+	}
+	_, rn = reconcileRunner("queued")
+	if statusWrites["queued"] != 1 || rn.Status.Phase != v1alpha1.RunnerPending || rn.Status.NomadJobID != "env-queued" || rn.Status.Reason != "" {
+		t.Fatalf("queued: %d writes, status %+v; want Pending with its job, no reason", statusWrites["queued"], rn.Status)
+	}
 
 	// Nothing new: no further write.
 	reconcileRunner("stuck")
-	if statusWrites["stuck"] != 1 {
-		t.Fatalf("stuck: %d writes after an idle reconcile, want still 1", statusWrites["stuck"])
+	reconcileRunner("slow")
+	if statusWrites["stuck"] != 1 || statusWrites["slow"] != 1 {
+		t.Fatalf("writes after reconciles that changed nothing: %v", statusWrites)
 	}
 }
