@@ -1,0 +1,4 @@
+package controllers
+
+// StartupQuiet is startupQuiet, for the integration specs (package controllers_test).
+const StartupQuiet = startupQuiet
