@@ -1,10 +1,12 @@
 package controllers_test
 
 import (
+	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -14,7 +16,7 @@ import (
 )
 
 var _ = Describe("Runner status writes while a pool fills", func() {
-	It("shows new runners as Pending at once and writes a starting runner's status only at milestones", func(ctx SpecContext) {
+	It("shows new runners as Pending at once, writes a starting runner's status only at milestones, and records one SuccessfulCreate per pass", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		wc, err := client.NewWithWatch(testEnv.Config, client.Options{Scheme: controlplane.Scheme()})
 		Expect(err).NotTo(HaveOccurred())
@@ -75,5 +77,21 @@ var _ = Describe("Runner status writes while a pool fills", func() {
 			}
 			GinkgoWriter.Printf("runner %s: %d status write(s) up to Idle\n", name, writes)
 		}
+
+		// The first pass created the whole pool: one event says so, not one per runner.
+		Eventually(func(g Gomega) {
+			list := &eventsv1.EventList{}
+			g.Expect(k8sClient.List(ctx, list, client.InNamespace(ns))).To(Succeed())
+			var created []string
+			for _, ev := range list.Items {
+				if ev.Reason == "SuccessfulCreate" && ev.Regarding.Name == "python" {
+					created = append(created, ev.Note)
+				}
+			}
+			g.Expect(created).To(ConsistOf(HavePrefix(fmt.Sprintf("Created %d runners: ", pool))))
+			for name := range history {
+				g.Expect(created[0]).To(ContainSubstring(name))
+			}
+		}).WithTimeout(30 * time.Second).Should(Succeed())
 	}, SpecTimeout(2*time.Minute))
 })
