@@ -158,13 +158,21 @@ func (a *Agent) Stop() {
 		return
 	}
 	if a.cmd != nil && a.cmd.Process != nil {
-		// SIGTERM first: the agent then stops its tasks itself (1-2 s).
-		_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGTERM)
 		select {
-		case <-a.done:
-		case <-time.After(15 * time.Second):
-			_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
-			<-a.done
+		case err := <-a.done:
+			// It ended before anyone asked: a suite that fails on a dead agent
+			// says why only here (Stop removes the log). Its process group may
+			// be gone and its ID reused, so nothing is signalled.
+			fmt.Fprintf(os.Stderr, "nomaddev: the agent at %s had exited on its own (%v); its log ends:\n%s\n", a.Addr, err, a.tail())
+		default:
+			// SIGTERM first: the agent then stops its tasks itself (1-2 s).
+			_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGTERM)
+			select {
+			case <-a.done:
+			case <-time.After(15 * time.Second):
+				_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
+				<-a.done
+			}
 		}
 		// Tasks that left the group (raw_exec executors set their own session)
 		// are found by their allocation directory, which lies under ours.
