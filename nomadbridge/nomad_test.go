@@ -200,6 +200,11 @@ var _ = Describe("Rendered runner jobs on a real agent", func() {
 		Expect(*task.Resources.MemoryMB).To(Equal(32))
 		Expect(*stored.TaskGroups[0].RestartPolicy.Attempts).To(BeZero())
 		Expect(stored.Meta).To(HaveKeyWithValue(nomadbridge.MetaRunner, "python-rendered"))
+		// Registered once, never updated: no deployment to watch (or to cancel on purge).
+		Expect(*stored.TaskGroups[0].Update.MaxParallel).To(BeZero())
+		deployments, _, err := nomadAPI.Jobs().Deployments(jobID, false, nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(deployments).To(BeEmpty())
 	}, SpecTimeout(90*time.Second))
 
 	It("renders the default docker template into a job Nomad validates", func(ctx SpecContext) {

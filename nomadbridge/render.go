@@ -167,7 +167,8 @@ func RenderEnvironmentJob(template *nomad.Job, spec EnvironmentSpec) (*nomad.Job
 }
 
 // ForRunner returns a copy of an environment's rendered job for one runner:
-// its own ID and the meta that maps the job back to its Runner.
+// its own ID, the meta that maps the job back to its Runner, and no
+// deployments (see noDeployments).
 func ForRunner(envJob *nomad.Job, jobID string, meta RunnerMeta) *nomad.Job {
 	job := deepCopyJob(envJob)
 	job.ID, job.Name = ptr(jobID), ptr(jobID)
@@ -177,7 +178,22 @@ func ForRunner(envJob *nomad.Job, jobID string, meta RunnerMeta) *nomad.Job {
 	for k, v := range meta.Map() {
 		job.Meta[k] = v
 	}
+	NoDeployments(job)
 	return job
+}
+
+// NoDeployments turns deployments off for every group of job (max_parallel =
+// 0: forced updates). A runner job is registered once and never updated, so a
+// deployment only costs Nomad work while it starts (a deployment per runner,
+// watched until healthy). And purging a job whose deployment is still
+// running can crash a Nomad 1.11.3 server: the purge's plan cancels the
+// deployment without the job, and applyPlan dereferences the plan's missing
+// job info (nomad/plan_apply.go:249; seen in this project's suites).
+func NoDeployments(job *nomad.Job) {
+	job.Update = nil
+	for _, tg := range job.TaskGroups {
+		tg.Update = &nomad.UpdateStrategy{MaxParallel: ptr(0)}
+	}
 }
 
 // TemplateHash identifies a rendered environment job: two specs that render

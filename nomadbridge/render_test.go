@@ -226,6 +226,9 @@ func TestForRunnerAndTemplateHash(t *testing.T) {
 	got, ok := nomadbridge.ParseRunnerMeta(job.Meta)
 	expect(t, "meta", got == meta && ok, true)
 	expect(t, "image meta kept", job.Meta[nomadbridge.MetaImage], "python:3.13")
+	for _, tg := range job.TaskGroups {
+		expect(t, "group "+*tg.Name+" has deployments off (max_parallel 0)", tg.Update != nil && tg.Update.MaxParallel != nil && *tg.Update.MaxParallel == 0, true)
+	}
 	if again, _ := nomadbridge.TemplateHash(envJob); again != hash {
 		t.Error("ForRunner modified the environment job")
 	}

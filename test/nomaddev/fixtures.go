@@ -34,6 +34,10 @@ func SleepJob(id string, meta map[string]string) *nomad.Job {
 	job.Datacenters = []string{"*"}
 	job.AddTaskGroup(group)
 	job.Meta = meta
+	// As a runner job (nomadbridge.NoDeployments): the raw anchors time the
+	// same Nomad work, and purging a job whose deployment still runs can
+	// crash a Nomad 1.11.3 server.
+	group.Update = &nomad.UpdateStrategy{MaxParallel: ptr(0)}
 	return job
 }
 
