@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
@@ -54,6 +55,11 @@ type ExecutionEnvironmentReconciler struct {
 	MaxSurge          int
 	// StatusBatch spaces out status writes that only change counts (nil: write each).
 	StatusBatch *StatusBatcher
+
+	// created holds, per environment, the runners created since its last
+	// SuccessfulCreate event: the event goes out with the next status write.
+	createdMu sync.Mutex
+	created   map[types.UID][]*v1alpha1.Runner
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -85,16 +91,19 @@ func (r *ExecutionEnvironmentReconciler) Reconcile(ctx context.Context, req reco
 		r.computeStatus(ee, runners, retErr)
 		r.setCrashLoopCondition(ee, before, crash)
 		if equality.Semantic.DeepEqual(before.Status, ee.Status) {
+			r.recordCreated(ee)
 			return
 		}
 		if hold := r.StatusBatch.Hold(ee.UID, &before.Status, &ee.Status); hold > 0 {
 			// Only counts changed and the last write is recent: write them
-			// with the next pass, at the latest when the hold ends.
+			// with the next pass, at the latest when the hold ends. The
+			// SuccessfulCreate event of this pass's runners waits with them.
 			if result.RequeueAfter == 0 || hold < result.RequeueAfter {
 				result.RequeueAfter = hold
 			}
 			return
 		}
+		r.recordCreated(ee)
 		if err := r.Status().Patch(ctx, ee, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 			retErr = errors.Join(retErr, fmt.Errorf("write status of environment %s: %w", ee.Name, err))
 			return
@@ -225,7 +234,14 @@ func (r *ExecutionEnvironmentReconciler) createRunners(ctx context.Context, ee *
 		}()
 	}
 	wg.Wait()
-	r.recordCreated(ee, created)
+	if len(created) > 0 {
+		r.createdMu.Lock()
+		if r.created == nil {
+			r.created = map[types.UID][]*v1alpha1.Runner{}
+		}
+		r.created[ee.UID] = append(r.created[ee.UID], created...)
+		r.createdMu.Unlock()
+	}
 	return errors.Join(errs...)
 }
 
@@ -233,10 +249,16 @@ func (r *ExecutionEnvironmentReconciler) createRunners(ctx context.Context, ee *
 // (an event's note is at most 1 KiB).
 const maxNamesInEvent = 8
 
-// recordCreated records one SuccessfulCreate event per pass, not per runner: a
-// refill after a burst of claims would otherwise send as many event writes as
-// runners, to the API server the claims are waiting on.
-func (r *ExecutionEnvironmentReconciler) recordCreated(ee *v1alpha1.ExecutionEnvironment, created []*v1alpha1.Runner) {
+// recordCreated records one SuccessfulCreate event for the runners created
+// since the last one, as often as the environment's status is written (at
+// most once a second while only counts change), not one per runner: a refill
+// during a burst of claims would otherwise send an event write per claim, to
+// the API server the claims are waiting on.
+func (r *ExecutionEnvironmentReconciler) recordCreated(ee *v1alpha1.ExecutionEnvironment) {
+	r.createdMu.Lock()
+	created := r.created[ee.UID]
+	delete(r.created, ee.UID)
+	r.createdMu.Unlock()
 	switch len(created) {
 	case 0:
 		return
@@ -336,6 +358,9 @@ func (r *ExecutionEnvironmentReconciler) reconcileDelete(ctx context.Context, ee
 	}
 	r.Renderer.Forget(ee.UID)
 	r.StatusBatch.Forget(ee.UID)
+	r.createdMu.Lock()
+	delete(r.created, ee.UID)
+	r.createdMu.Unlock()
 	patch := client.MergeFrom(ee.DeepCopy())
 	controllerutil.RemoveFinalizer(ee, EnvironmentFinalizer)
 	return r.Patch(ctx, ee, patch)

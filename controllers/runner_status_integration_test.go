@@ -16,7 +16,7 @@ import (
 )
 
 var _ = Describe("Runner status writes while a pool fills", func() {
-	It("shows new runners as Pending at once, writes a starting runner's status only at milestones, and records one SuccessfulCreate per pass", func(ctx SpecContext) {
+	It("shows new runners as Pending at once, writes a starting runner's status only at milestones, and records the pool's creations in one SuccessfulCreate", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		wc, err := client.NewWithWatch(testEnv.Config, client.Options{Scheme: controlplane.Scheme()})
 		Expect(err).NotTo(HaveOccurred())
