@@ -168,7 +168,7 @@ func RenderEnvironmentJob(template *nomad.Job, spec EnvironmentSpec) (*nomad.Job
 
 // ForRunner returns a copy of an environment's rendered job for one runner:
 // its own ID, the meta that maps the job back to its Runner, and no
-// deployments (see noDeployments).
+// deployments (see NoDeployments).
 func ForRunner(envJob *nomad.Job, jobID string, meta RunnerMeta) *nomad.Job {
 	job := deepCopyJob(envJob)
 	job.ID, job.Name = ptr(jobID), ptr(jobID)
