@@ -347,31 +347,13 @@ func (r *results) costTables(p func(string, ...any)) {
 	p("the pool is filled again), by process tree, read from /proc; medians. `nomad` is the agent with")
 	p("everything it starts (executors, logmon, the tasks); `harness` is the benchmark's own process.")
 	p("")
-	p("| phase | %s |", strings.Join(components, " | "))
-	p("| --- |%s", strings.Repeat(" --- |", len(components)))
 	raw, operator := r.costPhases()
-	for _, ph := range append(raw, operator...) {
-		row := make([]string, 0, len(components))
-		for _, c := range components {
-			row = append(row, median(cpuPrefix+ph+"_"+c))
-		}
-		p("| %s | %s |", ph, strings.Join(row, " | "))
-	}
-	p("")
+	table(p, append(raw, operator...), components, func(ph, c string) string { return median(cpuPrefix + ph + "_" + c) })
 	methods := []string{"GET", "POST", "PUT", "PATCH", "DELETE", "409"}
 	p("The operator's requests to the API server per runner (per claim), by method, and how many of them")
 	p("were refused with 409 Conflict (counted in their method's column too); medians:")
 	p("")
-	p("| phase | %s |", strings.Join(methods, " | "))
-	p("| --- |%s", strings.Repeat(" --- |", len(methods)))
-	for _, ph := range operator {
-		row := make([]string, 0, len(methods))
-		for _, m := range methods {
-			row = append(row, median(apiPrefix+m+"_per_runner_"+ph))
-		}
-		p("| %s | %s |", ph, strings.Join(row, " | "))
-	}
-	p("")
+	table(p, operator, methods, func(ph, m string) string { return median(apiPrefix + m + "_per_runner_" + ph) })
 	// The API server's own count of writes by resource: every client's, so
 	// the claim rows include the claims themselves (runners/status).
 	var kinds []string
@@ -391,12 +373,17 @@ func (r *results) costTables(p func(string, ...any)) {
 	p("Write requests the API server received per runner (per claim), by verb and resource, from every")
 	p("client (the claim rows include the claim patches themselves, in `PATCH runners/status`); medians:")
 	p("")
-	p("| phase | %s |", strings.Join(kinds, " | "))
-	p("| --- |%s", strings.Repeat(" --- |", len(kinds)))
-	for _, ph := range operator {
-		row := make([]string, 0, len(kinds))
-		for _, k := range kinds {
-			row = append(row, median(writesPrefix+ph+" "+k))
+	table(p, operator, kinds, func(ph, k string) string { return median(writesPrefix + ph + " " + k) })
+}
+
+// table prints one row per phase and one column per key, each cell cell(phase, key).
+func table(p func(string, ...any), phases, keys []string, cell func(phase, key string) string) {
+	p("| phase | %s |", strings.Join(keys, " | "))
+	p("| --- |%s", strings.Repeat(" --- |", len(keys)))
+	for _, ph := range phases {
+		row := make([]string, 0, len(keys))
+		for _, k := range keys {
+			row = append(row, cell(ph, k))
 		}
 		p("| %s | %s |", ph, strings.Join(row, " | "))
 	}
