@@ -115,12 +115,14 @@ build-installer: manifests kustomize ## Render everything `make deploy` installs
 ##@ Deployment
 
 .PHONY: install
-install: manifests kustomize ## Install the CRDs into the cluster of KUBECONFIG.
+install: manifests kustomize ## Install the CRDs and the admission policies (config/policy) into the cluster of KUBECONFIG.
 	$(KUSTOMIZE) build config/crd | $(KUBECTL) apply --server-side -f -
+	$(KUSTOMIZE) build config/policy | $(KUBECTL) apply --server-side -f -
 
 .PHONY: uninstall
-uninstall: manifests kustomize ## Remove the CRDs (and with them every environment and runner) from the cluster.
+uninstall: manifests kustomize ## Remove the CRDs (and with them every environment and runner) and the admission policies from the cluster.
 	$(KUSTOMIZE) build config/crd | $(KUBECTL) delete --ignore-not-found -f -
+	$(KUSTOMIZE) build config/policy | $(KUBECTL) delete --ignore-not-found -f -
 
 .PHONY: deploy
 deploy: manifests kustomize ## Deploy the operator (CRDs, RBAC, 2-replica manager, metrics Service) with image IMG to the cluster of KUBECONFIG.

@@ -52,7 +52,8 @@ func setCond(ee *v1alpha1.ExecutionEnvironment, t string, ok bool, reason, messa
 		status = metav1.ConditionTrue
 	}
 	meta.SetStatusCondition(&ee.Status.Conditions, metav1.Condition{
-		Type: t, Status: status, Reason: reason, Message: message, ObservedGeneration: ee.Generation,
+		Type: t, Status: status, Reason: cut(reason, maxConditionReasonLen), Message: truncate(message, maxConditionMessageLen),
+		ObservedGeneration: ee.Generation,
 	})
 }
 

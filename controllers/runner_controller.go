@@ -96,14 +96,54 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	logger := log.FromContext(ctx).WithValues("Runner", klog.KObj(runner), "nomadJobID", runner.Annotations[JobIDAnnotation])
 	ctx = log.IntoContext(ctx, logger)
 
+	if why := notMadeByUs(runner); why != "" {
+		return ctrl.Result{}, r.leaveAlone(ctx, runner, why)
+	}
 	if !runner.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.reconcileDelete(ctx, runner)
 	}
-	if runner.Annotations[JobIDAnnotation] == "" {
-		// Not made by this operator's EE controller; nothing of ours to drive.
-		return ctrl.Result{}, nil
-	}
 	return r.reconcileNormal(ctx, runner)
+}
+
+// notMadeByUs tells why a Runner is not one the environment controller made
+// ("" when it is): it must be controlled by the ExecutionEnvironment its spec
+// names and carry a job ID of that environment's form. Such a Runner's
+// annotations could name any Nomad job; it is never registered, adopted or
+// purged. (The shipped admission policies already refuse Runners made by
+// anyone but the operator; this holds where they are not installed.)
+func notMadeByUs(runner *v1alpha1.Runner) string {
+	ref := metav1.GetControllerOf(runner)
+	if ref == nil || ref.Kind != "ExecutionEnvironment" || ref.APIVersion != v1alpha1.GroupVersion.String() || ref.Name != runner.Spec.Environment {
+		return fmt.Sprintf("it is not controlled by ExecutionEnvironment %s", runner.Spec.Environment)
+	}
+	jobID := runner.Annotations[JobIDAnnotation]
+	if env, _, ok := nomadbridge.ParseRunnerJobID(jobID); !ok || env != runner.Spec.Environment {
+		return fmt.Sprintf("its Nomad job ID %q is not one the operator makes for environment %s", jobID, runner.Spec.Environment)
+	}
+	return ""
+}
+
+// leaveAlone touches nothing of a Runner the operator did not make but its
+// own finalizer, which it removes from a deleting one so the deletion ends,
+// and says so in an Event.
+func (r *RunnerReconciler) leaveAlone(ctx context.Context, runner *v1alpha1.Runner, why string) error {
+	if !controllerutil.ContainsFinalizer(runner, RunnerFinalizer) {
+		return nil
+	}
+	if runner.DeletionTimestamp.IsZero() {
+		r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, v1alpha1.ReasonNotManaged, "Ignore",
+			"Runner was not made by the operator (%s); no Nomad job is registered, adopted or purged for it", why)
+		return nil
+	}
+	log.FromContext(ctx).Info("Releasing the finalizer of a Runner the operator did not make; no Nomad job is touched", "why", why)
+	r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, v1alpha1.ReasonNotManaged, "Delete",
+		"Runner was not made by the operator (%s); its deletion purges no Nomad job", why)
+	patch := client.MergeFrom(runner.DeepCopy())
+	controllerutil.RemoveFinalizer(runner, RunnerFinalizer)
+	if err := r.Patch(ctx, runner, patch); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("remove finalizer of runner %s: %w", runner.Name, err)
+	}
+	return nil
 }
 
 func (r *RunnerReconciler) reconcileDelete(ctx context.Context, runner *v1alpha1.Runner) error {
@@ -140,6 +180,7 @@ func (r *RunnerReconciler) setPurgeCondition(ctx context.Context, runner *v1alph
 		Message: fmt.Sprintf("Deletion waits for Nomad job %s to be purged: %v. Retrying with backoff; annotate %s=true to skip the cleanup.",
 			runner.Annotations[JobIDAnnotation], purgeErr, v1alpha1.SkipNomadCleanupAnnotation),
 	})
+	boundRunnerStatus(&runner.Status)
 	if equality.Semantic.DeepEqual(before.Status, runner.Status) {
 		return nil
 	}
@@ -299,6 +340,11 @@ func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner
 	if err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runner.Spec.Environment}, ee); err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
+	if !metav1.IsControlledBy(runner, ee) {
+		// Made by an environment of that name that is gone (or forged): the
+		// environment of today never asked for it.
+		return false, nil
+	}
 	envJob, hash, err := r.Renderer.Render(ctx, ee)
 	if err != nil {
 		if errors.Is(err, nomadbridge.ErrInvalidJob) {
@@ -429,6 +475,7 @@ func (r *RunnerReconciler) enforceInactivity(ctx context.Context, runner *v1alph
 func (r *RunnerReconciler) writeStatus(ctx context.Context, runner, before *v1alpha1.Runner) error {
 	runner.Status.ObservedGeneration = runner.Generation
 	meta.SetStatusCondition(&runner.Status.Conditions, readyCondition(runner))
+	boundRunnerStatus(&runner.Status)
 	if equality.Semantic.DeepEqual(before.Status, runner.Status) {
 		return nil
 	}

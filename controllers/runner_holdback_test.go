@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	nomad "github.com/hashicorp/nomad/api"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -36,6 +37,11 @@ func (b *placementBridge) AllocationPorts(context.Context, string, string) ([]no
 	return nil, nil
 }
 
+// jobOf is the Nomad job ID of a test runner, of the form the operator makes.
+func jobOf(name string) string {
+	return "env-" + uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String()
+}
+
 // A runner that starts within startupQuiet costs one status write
 // (Pending→Idle). Nomad is asked why an unplaced runner waits once the
 // placement grace is over, and a reason is written at once; a runner still
@@ -46,12 +52,14 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
+	env := &v1alpha1.ExecutionEnvironment{ObjectMeta: metav1.ObjectMeta{Name: "env", Namespace: "ns", UID: "env-uid"}}
 	newRunner := func(name string) *v1alpha1.Runner {
 		return &v1alpha1.Runner{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: name, Namespace: "ns", CreationTimestamp: metav1.NewTime(created),
-				Annotations: map[string]string{JobIDAnnotation: "env-" + name, NomadNamespaceAnnotation: "default"},
-				Finalizers:  []string{RunnerFinalizer},
+				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(env, v1alpha1.GroupVersion.WithKind("ExecutionEnvironment"))},
+				Annotations:     map[string]string{JobIDAnnotation: jobOf(name), NomadNamespaceAnnotation: "default"},
+				Finalizers:      []string{RunnerFinalizer},
 			},
 			Spec: v1alpha1.RunnerSpec{Environment: "env", TemplateHash: "h"},
 			// What the API server shows before any status write (the schema default).
@@ -68,7 +76,7 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 	var jobs []nomadbridge.JobRef
 	for _, n := range names {
 		objs = append(objs, newRunner(n))
-		jobs = append(jobs, nomadbridge.JobRef{ID: "env-" + n})
+		jobs = append(jobs, nomadbridge.JobRef{ID: jobOf(n)})
 	}
 
 	statusWrites := map[string]int{}
@@ -84,8 +92,8 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 	// registration): the reconciles below only observe their allocations.
 	store := NewJobStore()
 	store.Replace(jobs, []*nomad.AllocationListStub{
-		alloc("a-fast", "env-fast", 10, nomad.AllocClientStatusPending), alloc("a-slow", "env-slow", 10, nomad.AllocClientStatusPending)})
-	bridge := &placementBridge{why: map[string]string{"env-stuck": "Resources exhausted on 1 nodes: memory"}, asked: map[string]int{}}
+		alloc("a-fast", jobOf("fast"), 10, nomad.AllocClientStatusPending), alloc("a-slow", jobOf("slow"), 10, nomad.AllocClientStatusPending)})
+	bridge := &placementBridge{why: map[string]string{jobOf("stuck"): "Resources exhausted on 1 nodes: memory"}, asked: map[string]int{}}
 	clk := clocktesting.NewFakePassiveClock(created.Add(time.Second))
 	r := &RunnerReconciler{Client: c, Bridge: bridge, Clock: clk, Store: store, Recorder: &events.FakeRecorder{}}
 	reconcileRunner := func(name string) (reconcile.Result, *v1alpha1.Runner) {
@@ -122,9 +130,9 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 	}
 
 	// fast runs: one write, straight to Idle with everything observed.
-	store.ObserveAllocation(alloc("a-fast", "env-fast", 11, nomad.AllocClientStatusRunning))
+	store.ObserveAllocation(alloc("a-fast", jobOf("fast"), 11, nomad.AllocClientStatusRunning))
 	_, rn := reconcileRunner("fast")
-	if statusWrites["fast"] != 1 || rn.Status.Phase != v1alpha1.RunnerIdle || rn.Status.NomadJobID != "env-fast" ||
+	if statusWrites["fast"] != 1 || rn.Status.Phase != v1alpha1.RunnerIdle || rn.Status.NomadJobID != jobOf("fast") ||
 		rn.Status.AllocationID != "a-fast" || rn.Status.NodeName != "node-1" {
 		t.Fatalf("fast: %d writes, status %+v; want one write to Idle with job, allocation and node", statusWrites["fast"], rn.Status)
 	}
@@ -134,12 +142,12 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 	clk.SetTime(created.Add(placementGrace + time.Second))
 	_, rn = reconcileRunner("stuck")
 	if statusWrites["stuck"] != 1 || rn.Status.Phase != v1alpha1.RunnerPending || rn.Status.Reason != v1alpha1.ReasonWaitingForNomad ||
-		rn.Status.Message != "Nomad cannot place the runner yet: Resources exhausted on 1 nodes: memory." || rn.Status.NomadJobID != "env-stuck" {
+		rn.Status.Message != "Nomad cannot place the runner yet: Resources exhausted on 1 nodes: memory." || rn.Status.NomadJobID != jobOf("stuck") {
 		t.Fatalf("stuck: %d writes, status %+v; want Pending, WaitingForNomad with Nomad's reason", statusWrites["stuck"], rn.Status)
 	}
 	expectHeld("queued", startupQuiet-placementGrace-time.Second)
 	expectHeld("slow", startupQuiet-placementGrace-time.Second)
-	if bridge.asked["env-queued"] != 1 || bridge.asked["env-slow"] != 0 {
+	if bridge.asked[jobOf("queued")] != 1 || bridge.asked[jobOf("slow")] != 0 {
 		t.Fatalf("Nomad asked %v; want queued once, never for the placed slow", bridge.asked)
 	}
 
@@ -150,7 +158,7 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 		t.Fatalf("slow: %d writes, status %+v; want Pending with its allocation, no reason", statusWrites["slow"], rn.Status)
 	}
 	_, rn = reconcileRunner("queued")
-	if statusWrites["queued"] != 1 || rn.Status.Phase != v1alpha1.RunnerPending || rn.Status.NomadJobID != "env-queued" || rn.Status.Reason != "" {
+	if statusWrites["queued"] != 1 || rn.Status.Phase != v1alpha1.RunnerPending || rn.Status.NomadJobID != jobOf("queued") || rn.Status.Reason != "" {
 		t.Fatalf("queued: %d writes, status %+v; want Pending with its job, no reason", statusWrites["queued"], rn.Status)
 	}
 

@@ -45,6 +45,9 @@ const (
 	ReasonRunnersCrashLooping = "RunnersCrashLooping"
 	// ReasonPurgeFailed: a deleting Runner's Nomad job could not be purged yet.
 	ReasonPurgeFailed = "PurgeFailed"
+	// ReasonNotManaged: a Runner the operator did not make (no controlling
+	// ExecutionEnvironment, or a job ID not of its form); it is left alone.
+	ReasonNotManaged = "NotManaged"
 )
 
 // SkipNomadCleanupAnnotation, set to "true" on a Runner or an ExecutionEnvironment

@@ -83,16 +83,29 @@ type RunnerPort struct {
 }
 
 // RunnerClaim says who holds a runner. A claimer sets it, together with
-// phase=Claimed, in one status patch; holder, token and claimedAt cannot change after.
+// phase=Claimed, in one status patch; only lastActivityTime changes after.
 // +kubebuilder:validation:XValidation:rule="self.holder == oldSelf.holder",message="holder cannot change once the runner is claimed",fieldPath=".holder"
 // +kubebuilder:validation:XValidation:rule="self.token == oldSelf.token",message="token cannot change once the runner is claimed",fieldPath=".token"
 // +kubebuilder:validation:XValidation:rule="self.claimedAt == oldSelf.claimedAt",message="claimedAt cannot change once the runner is claimed",fieldPath=".claimedAt"
+// +kubebuilder:validation:XValidation:rule="has(self.user) == has(oldSelf.user) && (!has(self.user) || self.user == oldSelf.user)",message="user cannot change once the runner is claimed",fieldPath=".user"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.lastActivityTime) || (has(self.lastActivityTime) && self.lastActivityTime >= oldSelf.lastActivityTime)",message="lastActivityTime only moves forward",fieldPath=".lastActivityTime"
+// +kubebuilder:validation:XValidation:rule="self.inactivityTimeoutSeconds == oldSelf.inactivityTimeoutSeconds",message="inactivityTimeoutSeconds cannot change once the runner is claimed",fieldPath=".inactivityTimeoutSeconds"
 type RunnerClaim struct {
-	// holder names who claimed the runner (a user, a session, a service).
+	// holder names whom the claim is for (a user of the platform, a session, a
+	// service): free text the claimer chooses, shown by kubectl. It is not an
+	// identity; user is.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	Holder string `json:"holder"`
+
+	// user is the Kubernetes user that made the claim, as the API server
+	// authenticated it. The admission policies the operator ships set it and
+	// refuse any other value; only this user renews and releases the claim
+	// (besides the operator and whoever holds the force-release permission).
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	User string `json:"user,omitempty"`
 
 	// token is a unique id the claimer chooses for this claim (a UUID), so a
 	// restarted client that reuses a holder name never inherits an old claim.
@@ -106,9 +119,10 @@ type RunnerClaim struct {
 	ClaimedAt metav1.Time `json:"claimedAt"`
 
 	// inactivityTimeoutSeconds: the operator destroys the runner after this many
-	// seconds without a renewal of lastActivityTime. 0 (the default) means never.
+	// seconds without a renewal of lastActivityTime. 0 means never; the default
+	// is 600, so a claimer that vanishes does not hold a runner forever.
 	// +optional
-	// +kubebuilder:default=0
+	// +kubebuilder:default=600
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=604800
 	InactivityTimeoutSeconds int32 `json:"inactivityTimeoutSeconds"`
@@ -207,6 +221,7 @@ type RunnerStatus struct {
 // +kubebuilder:printcolumn:name="Environment",type=string,JSONPath=`.spec.environment`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Holder",type=string,JSONPath=`.status.claim.holder`
+// +kubebuilder:printcolumn:name="User",type=string,priority=1,JSONPath=`.status.claim.user`
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.status.nodeName`
 // +kubebuilder:printcolumn:name="Job",type=string,priority=1,JSONPath=`.status.nomadJobID`
 // +kubebuilder:printcolumn:name="Reason",type=string,priority=1,JSONPath=`.status.reason`

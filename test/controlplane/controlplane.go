@@ -4,10 +4,12 @@
 package controlplane
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -51,8 +53,9 @@ type ControlPlane struct {
 	removeKubeconfig func()
 }
 
-// Start starts kube-apiserver and etcd with our CRDs. The caller must Stop it,
-// also when a test fails.
+// Start starts kube-apiserver and etcd with our CRDs and the admission
+// policies of config/policy, in effect. The caller must Stop it, also when a
+// test fails.
 func Start() (*ControlPlane, error) {
 	env, err := New()
 	if err != nil {
@@ -68,6 +71,12 @@ func Start() (*ControlPlane, error) {
 		return nil, err
 	}
 	if cp.Kubeconfig, cp.removeKubeconfig, err = AdminKubeconfig(env); err != nil {
+		cp.Stop()
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := InstallPolicies(ctx, env, cp.Client); err != nil {
 		cp.Stop()
 		return nil, err
 	}
