@@ -176,7 +176,7 @@ func (r *ExecutionEnvironmentReconciler) reconcileNormal(ctx context.Context, ee
 
 // poolInput sorts an environment's runners for ComputePoolAction.
 func poolInput(ee *v1alpha1.ExecutionEnvironment, hash string, runners []v1alpha1.Runner, deleting map[string]bool) PoolInput {
-	in := PoolInput{Target: int(ee.Spec.PrewarmingPoolSize)}
+	in := PoolInput{Target: int(ee.Spec.PrewarmingPoolSize), MaxRunners: ee.RunnerLimit()}
 	for _, rn := range runners {
 		if !rn.DeletionTimestamp.IsZero() || deleting[rn.Name] {
 			continue
@@ -189,6 +189,8 @@ func poolInput(ee *v1alpha1.ExecutionEnvironment, hash string, runners []v1alpha
 		case v1alpha1.RunnerFailed:
 			if rn.Status.Claim == nil {
 				in.FailedUnclaimed = append(in.FailedUnclaimed, pr)
+			} else {
+				in.Claimed++
 			}
 		case v1alpha1.RunnerIdle:
 			if current {
@@ -329,10 +331,16 @@ func (r *ExecutionEnvironmentReconciler) deleteRunner(ctx context.Context, ee *v
 	return nil
 }
 
+// reconcileDelete drains the environment: unclaimed runners go at once,
+// claimed ones live until their holders release them (or time out, or fail),
+// unless EndClaimsAnnotation says to end them now. The environment stays
+// Terminating meanwhile, and its Ready condition says how many claims it waits for.
 func (r *ExecutionEnvironmentReconciler) reconcileDelete(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner) error {
 	if !controllerutil.ContainsFinalizer(ee, EnvironmentFinalizer) {
 		return nil
 	}
+	endClaims := ee.Annotations[v1alpha1.EndClaimsAnnotation] == "true"
+	held := 0
 	for i := range runners {
 		rn := &runners[i]
 		if ee.Annotations[v1alpha1.SkipNomadCleanupAnnotation] == "true" && rn.Annotations[v1alpha1.SkipNomadCleanupAnnotation] != "true" {
@@ -342,11 +350,31 @@ func (r *ExecutionEnvironmentReconciler) reconcileDelete(ctx context.Context, ee
 				return err
 			}
 		}
-		if rn.DeletionTimestamp.IsZero() {
-			if err := r.Delete(ctx, rn); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("delete runner %s: %w", rn.Name, err)
-			}
+		if !rn.DeletionTimestamp.IsZero() {
+			continue
 		}
+		// A claimed runner that failed is of no more use to its holder.
+		claimed := rn.Status.Phase == v1alpha1.RunnerClaimed
+		if claimed && !endClaims {
+			held++
+			continue
+		}
+		// On the version we judged: a runner claimed meanwhile is kept (and
+		// waited for) in the next pass.
+		err := r.Delete(ctx, rn, client.Preconditions{UID: &rn.UID, ResourceVersion: &rn.ResourceVersion})
+		switch {
+		case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
+			continue
+		case err != nil:
+			return fmt.Errorf("delete runner %s: %w", rn.Name, err)
+		}
+		if claimed {
+			r.Recorder.Eventf(ee, rn, corev1.EventTypeWarning, "ClaimEnded", "Delete",
+				"Ended the claim of user %s on runner %s: the environment is deleted with %s=true", rn.Status.Claim.User, rn.Name, v1alpha1.EndClaimsAnnotation)
+		}
+	}
+	if err := r.reportDrain(ctx, ee, held); err != nil {
+		return err
 	}
 	if len(runners) > 0 {
 		// Each runner's deletion (its finalizer purging its job) triggers another pass.
@@ -364,6 +392,29 @@ func (r *ExecutionEnvironmentReconciler) reconcileDelete(ctx context.Context, ee
 	patch := client.MergeFrom(ee.DeepCopy())
 	controllerutil.RemoveFinalizer(ee, EnvironmentFinalizer)
 	return r.Patch(ctx, ee, patch)
+}
+
+// reportDrain writes on a deleting environment how many claimed runners its
+// deletion waits for, with an Event when the wait starts.
+func (r *ExecutionEnvironmentReconciler) reportDrain(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, held int) error {
+	if held == 0 {
+		return nil
+	}
+	before := ee.DeepCopy()
+	ee.Status.ClaimedRunners = int32(held)
+	ee.Status.IdleRunners, ee.Status.PendingRunners = 0, 0
+	msg := fmt.Sprintf("Deleting: waiting for %d claimed runners to be released (annotate %s=true to end them now).", held, v1alpha1.EndClaimsAnnotation)
+	setCond(ee, v1alpha1.ReadyCondition, false, v1alpha1.ReasonWaitingForClaims, msg)
+	if equality.Semantic.DeepEqual(before.Status, ee.Status) {
+		return nil
+	}
+	if c := meta.FindStatusCondition(before.Status.Conditions, v1alpha1.ReadyCondition); c == nil || c.Reason != v1alpha1.ReasonWaitingForClaims {
+		r.Recorder.Eventf(ee, nil, corev1.EventTypeNormal, v1alpha1.ReasonWaitingForClaims, "Delete", "%s", msg)
+	}
+	if err := r.Status().Patch(ctx, ee, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("write drain status of environment %s: %w", ee.Name, err)
+	}
+	return nil
 }
 
 func (r *ExecutionEnvironmentReconciler) listRunners(ctx context.Context, ee *v1alpha1.ExecutionEnvironment) ([]v1alpha1.Runner, error) {

@@ -19,7 +19,7 @@ import (
 func (r *ExecutionEnvironmentReconciler) computeStatus(ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner, reconcileErr error) {
 	s := &ee.Status
 	s.IdleRunners, s.ClaimedRunners, s.PendingRunners, s.FailedRunners = 0, 0, 0, 0
-	waiting := 0
+	waiting, failedHeld := 0, 0
 	for _, rn := range runners {
 		if !rn.DeletionTimestamp.IsZero() {
 			continue
@@ -31,6 +31,9 @@ func (r *ExecutionEnvironmentReconciler) computeStatus(ee *v1alpha1.ExecutionEnv
 			s.ClaimedRunners++
 		case v1alpha1.RunnerFailed:
 			s.FailedRunners++
+			if rn.Status.Claim != nil {
+				failedHeld++
+			}
 		default:
 			s.PendingRunners++
 			if rn.Status.Reason == v1alpha1.ReasonWaitingForNomad {
@@ -39,7 +42,7 @@ func (r *ExecutionEnvironmentReconciler) computeStatus(ee *v1alpha1.ExecutionEnv
 		}
 	}
 	s.Selector = Selector(ee)
-	setPoolFilledCondition(ee, waiting)
+	setPoolFilledCondition(ee, waiting, int(s.IdleRunners+s.PendingRunners+s.ClaimedRunners)+failedHeld)
 	setReadyCondition(ee)
 	if reconcileErr == nil {
 		s.ObservedGeneration = ee.Generation
@@ -77,11 +80,17 @@ func setNomadCondition(ee *v1alpha1.ExecutionEnvironment, err error) {
 	setCond(ee, v1alpha1.NomadReachableCondition, true, v1alpha1.ReasonAsExpected, "Nomad answers.")
 }
 
-func setPoolFilledCondition(ee *v1alpha1.ExecutionEnvironment, waiting int) {
+// setPoolFilledCondition says how far the pool is from its target, and why;
+// existing counts the runners that count against the environment's runner limit.
+func setPoolFilledCondition(ee *v1alpha1.ExecutionEnvironment, waiting, existing int) {
 	s, target := ee.Status, ee.Spec.PrewarmingPoolSize
 	switch {
 	case s.IdleRunners == target:
 		setCond(ee, v1alpha1.PoolFilledCondition, true, v1alpha1.ReasonAsExpected, fmt.Sprintf("%d of %d idle runners ready.", s.IdleRunners, target))
+	case s.IdleRunners < target && existing >= ee.RunnerLimit():
+		setCond(ee, v1alpha1.PoolFilledCondition, false, v1alpha1.ReasonRunnerLimitReached,
+			fmt.Sprintf("%d of %d idle runners ready; the environment has %d runners (%d claimed), the most spec.maxRunners allows (%d): the pool refills as claimed runners are released.",
+				s.IdleRunners, target, existing, s.ClaimedRunners, ee.RunnerLimit()))
 	case s.IdleRunners < target && waiting > 0:
 		setCond(ee, v1alpha1.PoolFilledCondition, false, v1alpha1.ReasonWaitingForNomad,
 			fmt.Sprintf("%d of %d idle runners ready; %d runners wait for Nomad capacity (see their status.message).", s.IdleRunners, target, waiting))

@@ -28,8 +28,12 @@ type PoolInput struct {
 	StalePending []PoolRunner
 	// Failed runners that nobody holds: they will never serve.
 	FailedUnclaimed []PoolRunner
-	// Claimed runners, counted for status only.
+	// Claimed runners (failed ones too, until their holder releases them):
+	// never candidates, but they count against MaxRunners.
 	Claimed int
+	// MaxRunners caps idle, pending, stale and claimed runners together
+	// (ExecutionEnvironment.RunnerLimit); 0 means no cap.
+	MaxRunners int
 
 	// InFlightCreates are runners this operator created that the cache does not
 	// show yet (expectations); they count as current Pending.
@@ -65,7 +69,8 @@ type PoolAction struct {
 //   - current runners above the target are deleted, pending before idle and the
 //     newest first (the least invested);
 //   - runners are created until current idle+pending+in-flight reach the
-//     target, with at most MaxSurge runners above the target in all.
+//     target, with at most MaxSurge runners above the target in all, and
+//     never more than MaxRunners runners, claimed ones included.
 func ComputePoolAction(in PoolInput) PoolAction {
 	var act PoolAction
 	maxSurge := max(in.MaxSurge, 1)
@@ -103,6 +108,10 @@ func ComputePoolAction(in PoolInput) PoolAction {
 		room = missing
 	}
 	want := max(0, min(missing, room))
+	if in.MaxRunners > 0 {
+		// Runners deleted this pass are not counted: they are on their way out.
+		want = min(want, max(0, in.MaxRunners-(current+staleLeft+in.Claimed)))
+	}
 	if in.HoldCreates {
 		act.Partial = want > 0
 		return act

@@ -24,6 +24,13 @@ func TestComputePoolAction(t *testing.T) {
 		want PoolAction
 	}{
 		{"empty pool fills to target", PoolInput{Target: 3}, PoolAction{Create: 3}},
+		{"claims at the runner limit stop the refill", PoolInput{Target: 3, Claimed: 10, MaxRunners: 10}, PoolAction{}},
+		{"the refill stops at the runner limit", PoolInput{Target: 3, Idle: runners("i", 1), Claimed: 7, MaxRunners: 9}, PoolAction{Create: 1}},
+		{"claims above the limit (it was lowered) create nothing and delete nothing claimed",
+			PoolInput{Target: 3, Idle: runners("i", 2), Claimed: 12, MaxRunners: 10}, PoolAction{}},
+		{"a pending runner counts against the limit", PoolInput{Target: 3, Pending: runners("p", 1), Claimed: 8, MaxRunners: 10}, PoolAction{Create: 1}},
+		{"deleted failed runners make room", PoolInput{Target: 2, FailedUnclaimed: runners("f", 2), Claimed: 8, MaxRunners: 10},
+			PoolAction{Delete: []string{"f-1", "f-0"}, Create: 2}},
 		{"full pool does nothing", PoolInput{Target: 3, Idle: runners("i", 3)}, PoolAction{}},
 		{"held creations still delete failed runners and report the missing ones as partial",
 			PoolInput{Target: 2, FailedUnclaimed: runners("f", 2), HoldCreates: true},

@@ -45,10 +45,22 @@ const (
 	ReasonRunnersCrashLooping = "RunnersCrashLooping"
 	// ReasonPurgeFailed: a deleting Runner's Nomad job could not be purged yet.
 	ReasonPurgeFailed = "PurgeFailed"
+	// ReasonRunnerLimitReached: the environment has spec.maxRunners runners
+	// (most of them claimed); the pool refills once claims are released.
+	ReasonRunnerLimitReached = "RunnerLimitReached"
+	// ReasonWaitingForClaims: the environment is being deleted and waits for
+	// its claimed runners to be released (EndClaimsAnnotation ends them).
+	ReasonWaitingForClaims = "WaitingForClaims"
 	// ReasonNotManaged: a Runner the operator did not make (no controlling
 	// ExecutionEnvironment, or a job ID not of its form); it is left alone.
 	ReasonNotManaged = "NotManaged"
 )
+
+// EndClaimsAnnotation, set to "true" on an ExecutionEnvironment being deleted,
+// deletes its claimed runners at once instead of waiting for their holders to
+// release them. Setting it needs the RBAC verb force-release on runners
+// (an admission policy checks it), like releasing another user's claim.
+const EndClaimsAnnotation = "execution.nomadrunner.io/end-claims"
 
 // SkipNomadCleanupAnnotation, set to "true" on a Runner or an ExecutionEnvironment
 // being deleted, lets its finalizer finish without deregistering Nomad jobs. It is

@@ -32,6 +32,17 @@ type ExecutionEnvironmentSpec struct {
 	// +kubebuilder:validation:Maximum=1000
 	PrewarmingPoolSize int32 `json:"prewarmingPoolSize"`
 
+	// maxRunners caps the runners of this environment that exist at once: idle,
+	// pending and claimed (a claimed runner that failed counts until it is
+	// released). Each is a Nomad job, so it bounds what one environment's
+	// claimers can take from Nomad. When claims reach it, the pool stops
+	// refilling (PoolFilled=False, reason RunnerLimitReached) until runners
+	// are released. Unset means prewarmingPoolSize + 100.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	MaxRunners *int32 `json:"maxRunners,omitempty"`
+
 	// cpuLimit is the CPU each runner reserves, in MHz (Nomad's `cpu`). Defaults to 100.
 	// +optional
 	// +kubebuilder:default=100
@@ -73,6 +84,19 @@ type ExecutionEnvironmentSpec struct {
 	// nomad overrides where the runners' jobs are placed in Nomad.
 	// +optional
 	Nomad *NomadPlacement `json:"nomad,omitempty"`
+}
+
+// DefaultClaimHeadroom is how many runners beyond prewarmingPoolSize an
+// environment may have when spec.maxRunners is unset.
+const DefaultClaimHeadroom = 100
+
+// RunnerLimit is the most runners the environment may have at once:
+// spec.maxRunners, or prewarmingPoolSize + DefaultClaimHeadroom when unset.
+func (ee *ExecutionEnvironment) RunnerLimit() int {
+	if ee.Spec.MaxRunners != nil {
+		return int(*ee.Spec.MaxRunners)
+	}
+	return int(ee.Spec.PrewarmingPoolSize) + DefaultClaimHeadroom
 }
 
 // NomadPlacement overrides the Nomad namespace, region, datacenters and node pool
