@@ -226,7 +226,7 @@ var _ = Describe("Runner validation", func() {
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(r), r)).To(Succeed())
 		Expect(r.Status.Phase).To(Equal(v1alpha1.RunnerClaimed))
 		Expect(r.Status.Claim.Holder).To(Equal("alice"))
-		Expect(r.Status.Claim.InactivityTimeoutSeconds).To(BeZero())
+		Expect(r.Status.Claim.InactivityTimeoutSeconds).To(BeEquivalentTo(600), "a claim that names no timeout gets a finite one")
 
 		By("renewing, which only moves lastActivityTime")
 		Expect(patchStatus(ctx, r, types.MergePatchType, `{"status":{"claim":{"lastActivityTime":"2026-11-23T10:05:00Z"}}}`)).To(Succeed())
