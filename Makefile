@@ -110,6 +110,8 @@ build-installer: manifests kustomize ## Render everything `make deploy` installs
 	mkdir -p dist
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
 	$(KUSTOMIZE) build config/default > dist/install.yaml
+	echo --- >> dist/install.yaml
+	$(KUSTOMIZE) build config/policy >> dist/install.yaml
 	git checkout -- config/manager/kustomization.yaml 2>/dev/null || true
 
 ##@ Deployment
@@ -125,15 +127,17 @@ uninstall: manifests kustomize ## Remove the CRDs (and with them every environme
 	$(KUSTOMIZE) build config/policy | $(KUBECTL) delete --ignore-not-found -f -
 
 .PHONY: deploy
-deploy: manifests kustomize ## Deploy the operator (CRDs, RBAC, 2-replica manager, metrics Service) with image IMG to the cluster of KUBECONFIG.
+deploy: manifests kustomize ## Deploy the operator (CRDs, RBAC, admission policies, 2-replica manager, metrics Service) with image IMG to the cluster of KUBECONFIG.
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
 	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
+	$(KUSTOMIZE) build config/policy | $(KUBECTL) apply --server-side -f -
 	git checkout -- config/manager/kustomization.yaml 2>/dev/null || true
 
 .PHONY: undeploy
 undeploy: kustomize ## Remove what `make deploy` installed. Environments are deleted first, so their Nomad jobs are purged while the operator still runs.
 	-$(KUBECTL) delete executionenvironments.execution.nomadrunner.io --all --all-namespaces --wait --timeout=5m
 	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found -f -
+	$(KUSTOMIZE) build config/policy | $(KUBECTL) delete --ignore-not-found -f -
 
 ##@ Tools and test binaries
 
