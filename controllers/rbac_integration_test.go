@@ -1,11 +1,8 @@
 package controllers_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/sets"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -53,6 +49,9 @@ var notRequested = map[permission]string{
 	// offers it, as envtest's does, and fall back to a LIST where it does not.
 	{"execution.nomadrunner.io", "executionenvironments", "list"}: "informer fallback without WatchList",
 	{"execution.nomadrunner.io", "runners", "list"}:               "informer fallback without WatchList",
+	// No HTTP verb: the admission policies of config/policy ask the authorizer
+	// for it to tell the operator from everyone else.
+	{"execution.nomadrunner.io", "runners", "operate"}: "identifies the operator to the admission policies",
 	// The events recorder patches an Event that repeats (an event series).
 	{"events.k8s.io", "events", "patch"}: "event series",
 }
@@ -85,17 +84,11 @@ func renderDefault() (*deployedRBAC, error) {
 	d := &deployedRBAC{granted: sets.New[permission](), serviceAccounts: sets.New[string]()}
 	roles := map[string][]rbacv1.PolicyRule{} // "ClusterRole/name" or "Role/ns/name"
 	var bindings []rbacv1.RoleBinding         // ClusterRoleBindings too, Namespace ""
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return nil, fmt.Errorf("decode rendered config/default: %w", err)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
+	objs, err := controlplane.DecodeYAML(out)
+	if err != nil {
+		return nil, fmt.Errorf("decode rendered config/default: %w", err)
+	}
+	for _, u := range objs {
 		switch u.GetKind() {
 		case "Namespace":
 			d.Namespace = u.GetName()

@@ -203,7 +203,7 @@ var _ = Describe("Trust boundaries: who may write a Runner", func() {
 		Expect(apierrors.IsForbidden(alice.Status().Update(ctx, put.DeepCopy()))).To(BeTrue())
 		updater := &rbacv1.Role{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "status-updater"},
-			Rules: []rbacv1.PolicyRule{{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"runners/status"}, Verbs: []string{"get", "update"}}},
+			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"runners/status"}, Verbs: []string{"get", "update"}}},
 		}
 		Expect(k8sClient.Create(ctx, updater)).To(Succeed())
 		Expect(k8sClient.Create(ctx, &rbacv1.RoleBinding{

@@ -44,23 +44,34 @@ func PolicyObjects() ([]*unstructured.Unstructured, error) {
 		if err != nil {
 			return nil, err
 		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
-		for {
-			u := &unstructured.Unstructured{}
-			if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				return nil, fmt.Errorf("decode %s: %w", f, err)
-			}
-			if len(u.Object) > 0 {
-				objs = append(objs, u)
-			}
+		docs, err := DecodeYAML(raw)
+		if err != nil {
+			return nil, fmt.Errorf("decode %s: %w", f, err)
 		}
+		objs = append(objs, docs...)
 	}
 	if len(objs) == 0 {
 		return nil, errors.New("no admission policies in config/policy")
 	}
 	return objs, nil
+}
+
+// DecodeYAML reads the objects of a multi-document YAML (or JSON) stream,
+// skipping empty documents.
+func DecodeYAML(raw []byte) ([]*unstructured.Unstructured, error) {
+	var objs []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			return objs, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if len(u.Object) > 0 {
+			objs = append(objs, u)
+		}
+	}
 }
 
 // InstallPolicies creates the shipped admission policies and waits until the
