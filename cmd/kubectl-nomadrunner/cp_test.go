@@ -727,3 +727,22 @@ func TestSplitRemote(t *testing.T) {
 		}
 	}
 }
+
+func TestCpLimitFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		code    int
+		wantErr string
+	}{
+		{[]string{"cp", "--max-bytes", "-1", "r:x", "./out"}, 2, "cannot be negative"},
+		{[]string{"cp", "r:x", "./out", "--max-entries", "-5"}, 2, "cannot be negative"},
+		{[]string{"cp", "--max-bytes", "lots", "r:x", "./out"}, 2, "invalid value"},
+		// Accepted flags reach the copy, which refuses two local paths.
+		{[]string{"cp", "--max-bytes", "10", "--max-entries", "5", "./a", "./b"}, 0, "exactly one of SRC and DST"},
+	} {
+		code, err := run(context.Background(), tc.args, nil, io.Discard, io.Discard)
+		if code != tc.code || err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%q: code %d, error %v; want %d and one saying %q", tc.args, code, err, tc.code, tc.wantErr)
+		}
+	}
+}
