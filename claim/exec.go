@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"strings"
 
 	nomad "github.com/hashicorp/nomad/api"
 
@@ -67,15 +68,35 @@ func Exec(ctx context.Context, api *nomad.Client, rn *v1alpha1.Runner, command [
 // CopyTo unpacks a tar stream (as `tar -c` writes it) into dir inside the
 // runner, creating dir. It needs tar in the runner's image.
 func CopyTo(ctx context.Context, api *nomad.Client, rn *v1alpha1.Runner, tarStream io.Reader, dir string, stderr io.Writer) error {
-	cmd := []string{"sh", "-c", `mkdir -p "$1" && tar -xf - -C "$1"`, "sh", dir}
-	return runTar(ctx, api, rn, cmd, ExecOptions{Stdin: tarStream, Stderr: stderr})
+	return runTar(ctx, api, rn, copyToCommand(dir), ExecOptions{Stdin: tarStream, Stderr: stderr})
+}
+
+func copyToCommand(dir string) []string {
+	return []string{"sh", "-c", `mkdir -p "$1" && tar -xf - -C "$1"`, "sh", operand(dir)}
 }
 
 // CopyFrom writes a tar stream of path inside the runner (a file or a folder,
 // stored under its base name) to w. It needs tar in the runner's image.
 func CopyFrom(ctx context.Context, api *nomad.Client, rn *v1alpha1.Runner, p string, w io.Writer, stderr io.Writer) error {
-	cmd := []string{"tar", "-cf", "-", "-C", path.Dir(path.Clean(p)), path.Base(path.Clean(p))}
-	return runTar(ctx, api, rn, cmd, ExecOptions{Stdout: w, Stderr: stderr})
+	return runTar(ctx, api, rn, copyFromCommand(p), ExecOptions{Stdout: w, Stderr: stderr})
+}
+
+func copyFromCommand(p string) []string {
+	p = path.Clean(p)
+	return []string{"tar", "-cf", "-", "-C", operand(path.Dir(p)), operand(path.Base(p))}
+}
+
+// operand keeps a path the caller gave from being read as an option by the
+// runner's mkdir or tar: one starting with "-" gets a "./" in front, which
+// every tar and mkdir understand (unlike "--"), and an empty one means ".".
+func operand(p string) string {
+	switch {
+	case p == "":
+		return "."
+	case strings.HasPrefix(p, "-"):
+		return "./" + p
+	}
+	return p
 }
 
 func runTar(ctx context.Context, api *nomad.Client, rn *v1alpha1.Runner, cmd []string, opts ExecOptions) error {

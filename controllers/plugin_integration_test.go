@@ -93,6 +93,33 @@ var _ = Describe("The kubectl plugin", func() {
 			Expect(bytes.Equal(got, b)).To(BeTrue(), "%s differs after the round trip", p)
 		}
 
+		By("copying into a folder whose name starts with a dash")
+		_, errOut, code = run(ctx, "", "cp", src, name+":-dash")
+		Expect(code).To(BeZero(), errOut)
+		out, _, code = run(ctx, "", "exec", name, "--", "cat", "./-dash/project/main.py")
+		Expect(code).To(BeZero())
+		Expect(out).To(Equal("print('hi')\n"))
+
+		By("refusing a runner's symlink out of the folder, writing nothing outside it")
+		_, errOut, code = run(ctx, "", "exec", name, "--", "sh", "-c", "mkdir -p evil/sub && echo x > evil/sub/f && ln -s /etc evil/etc")
+		Expect(code).To(BeZero(), errOut)
+		parent := GinkgoT().TempDir()
+		dest := filepath.Join(parent, "dest")
+		_, errOut, code = run(ctx, "", "cp", name+":evil", dest)
+		Expect(code).NotTo(BeZero())
+		Expect(errOut).To(ContainSubstring(`entry "evil/etc": symlink to the absolute path "/etc"`))
+		entries, err := os.ReadDir(parent)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(entries).To(HaveLen(1))
+		Expect(entries[0].Name()).To(Equal("dest"))
+		_, err = os.Lstat(filepath.Join(dest, "evil", "etc"))
+		Expect(os.IsNotExist(err)).To(BeTrue(), "the link was made: %v", err)
+
+		By("stopping at --max-bytes")
+		_, errOut, code = run(ctx, "", "cp", name+":upload/project", GinkgoT().TempDir(), "--max-bytes", "1000")
+		Expect(code).NotTo(BeZero())
+		Expect(errOut).To(ContainSubstring("(raise --max-bytes)"))
+
 		out, _, code = run(ctx, "", "list", "python")
 		Expect(code).To(BeZero())
 		Expect(out).To(MatchRegexp(name + `\s+python\s+Claimed\s+frank`))

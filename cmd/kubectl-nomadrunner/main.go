@@ -40,7 +40,10 @@ Commands:
   exec RUNNER [-i] [-t] [--task T] -- CMD [ARG...]
                                   run a command in the runner; exits with its code
   cp LOCAL RUNNER:DIR             copy a file or folder into DIR in the runner
-  cp RUNNER:PATH LOCALDIR         copy a file or folder out of the runner into LOCALDIR
+  cp RUNNER:PATH LOCALDIR [--max-bytes N] [--max-entries N]
+                                  copy a file or folder out of the runner into LOCALDIR;
+                                  nothing lands outside LOCALDIR, and the copy fails past
+                                  N bytes of files (default 4 GiB) or N entries (default 1000000)
 
 Global flags (anywhere): --kubeconfig F, --context C, -n/--namespace NS, --nomad-address A
 `
@@ -199,11 +202,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return claim.Exec(ctx, api, rn, pos[1:], opts)
 
 	case "cp":
+		var lim extractLimits
+		fs.Int64Var(&lim.MaxBytes, "max-bytes", defaultMaxBytes, "copying out: most bytes of files in all")
+		fs.IntVar(&lim.MaxEntries, "max-entries", defaultMaxEntries, "copying out: most files, folders and symlinks")
 		pos, err := parse(fs, args, 2, 2)
 		if err != nil {
 			return 2, err
 		}
-		return 0, copyFiles(ctx, g, pos[0], pos[1], stderr)
+		if lim.MaxBytes < 0 || lim.MaxEntries < 0 {
+			return 2, errors.New("cp: --max-bytes and --max-entries cannot be negative")
+		}
+		return 0, copyFiles(ctx, g, pos[0], pos[1], lim, stderr)
 	}
 	return 2, fmt.Errorf("unknown command %q\n%s", cmd, usage)
 }
