@@ -200,6 +200,14 @@ func newNamespace(ctx context.Context) string {
 		if !running {
 			return
 		}
+		// Claimed runners would keep their environments Terminating: end them.
+		envs := &v1alpha1.ExecutionEnvironmentList{}
+		Expect(k8sClient.List(ctx, envs, client.InNamespace(ns.Name))).To(Succeed())
+		for i := range envs.Items {
+			patch := client.MergeFrom(envs.Items[i].DeepCopy())
+			metav1.SetMetaDataAnnotation(&envs.Items[i].ObjectMeta, v1alpha1.EndClaimsAnnotation, "true")
+			Expect(k8sClient.Patch(ctx, &envs.Items[i], patch)).To(Succeed())
+		}
 		Expect(k8sClient.DeleteAllOf(ctx, &v1alpha1.ExecutionEnvironment{}, client.InNamespace(ns.Name))).To(Succeed())
 		Eventually(func(g Gomega) {
 			list := &v1alpha1.RunnerList{}
