@@ -198,7 +198,9 @@ const (
 
 // claimRunner sends the claim patch to one candidate. It returns the runner as
 // stored if the claim is ours, errTaken if another claimer has it or it is gone,
-// or the error that left it unknown whether our claim was stored.
+// or the error that left it unknown whether our claim was stored. In that last
+// case a patch of ours may still land later; the claim's inactivity timeout is
+// what then returns the runner to the pool.
 func claimRunner(ctx context.Context, c client.Client, rn *v1alpha1.Runner, patch []byte, token string, stats *Stats) (*v1alpha1.Runner, error) {
 	var unknown error // the last failure that may have stored our claim
 	for send := 1; ; send++ {
