@@ -6,6 +6,13 @@
 // evaluates the test against the stored object, so of two racing claimers exactly
 // one wins; CEL rules on the CRD refuse any other way of taking a runner. No
 // controller is in the claim path: a claim costs one API write.
+//
+// A claim whose answer is lost (a timeout or a broken connection after the API
+// server may have stored it) is not given up: Claim reads the runner back from
+// the API server and, if it carries the claim's token, returns it. Renew and
+// Release retry such failures too. Every claim carries an inactivity timeout
+// (DefaultInactivityTimeout unless the caller chooses), so a claimer that dies
+// without releasing does not hold its runner, and its Nomad job, forever.
 package claim
 
 import (
@@ -13,9 +20,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -34,6 +44,16 @@ var ErrNoIdleRunner = errors.New("no idle runner")
 // ErrNotHolder: the runner's claim carries another token than the caller's.
 var ErrNotHolder = errors.New("runner is not held with this token")
 
+// DefaultInactivityTimeout is the inactivity timeout of a claim whose Options
+// leave it 0: long enough for an interactive session between renewals, short
+// enough that a crashed claimer's runner returns to the pool soon.
+const DefaultInactivityTimeout = 10 * time.Minute
+
+// NoInactivityTimeout, as Options.InactivityTimeout, asks the operator never to
+// delete the runner for inactivity: it is held until Release. Use it only where
+// something else releases runners whose holder died.
+const NoInactivityTimeout time.Duration = -1
+
 // Options of a claim.
 type Options struct {
 	// Holder names who claims (a user, a session); required.
@@ -42,7 +62,9 @@ type Options struct {
 	// Release take it, so a restarted client never acts on an older claim.
 	Token string
 	// InactivityTimeout: the operator deletes the runner after this long without
-	// a Renew. 0 means never. Whole seconds.
+	// a Renew. 0 means DefaultInactivityTimeout; NoInactivityTimeout (any
+	// negative value) means never. Rounded up to whole seconds; the API server
+	// refuses more than 7 days.
 	InactivityTimeout time.Duration
 	// Wait makes Claim retry until an idle runner turns up or ctx ends, instead
 	// of failing at once with ErrNoIdleRunner.
@@ -65,12 +87,26 @@ type Stats struct {
 	// Skipped is the number of listed candidates not tried because a Claim of
 	// this process patched them moments ago (a cache that has not caught up).
 	Skipped int
+	// ReadBacks is the number of times a claim patch ended without an answer
+	// that said whether it was stored, and the runner was read back to learn it.
+	ReadBacks int
 }
 
 // Claim takes one idle runner of the environment and returns it as stored after
 // the claim. It tries the idle runners in random order, so racing claimers rarely
 // pick the same one; a candidate taken meanwhile is skipped. With no idle runner
 // it returns ErrNoIdleRunner, or with opts.Wait keeps trying until ctx ends.
+//
+// When a claim patch fails in a way that leaves open whether the API server
+// stored it (see maybeApplied), Claim reads that runner back and returns it if it
+// holds our token; if it is still Idle it sends the same patch again (the patch's
+// test op lets at most one of the two take effect). These reads go through
+// c.SubResource("status").Get, which controller-runtime's client always sends to
+// the API server, even when c reads objects from an informer cache: a cache
+// that has not seen the claim yet would hide it and leak the runner. The
+// claimer role grants get on runners/status for this. The read back may outlive
+// ctx by a few seconds, so a claim that raced the caller's deadline is returned
+// rather than left held by a token nobody knows.
 func Claim(ctx context.Context, c client.Client, namespace, environment string, opts Options) (*v1alpha1.Runner, error) {
 	if opts.Holder == "" {
 		return nil, errors.New("claim: holder must not be empty")
@@ -122,17 +158,19 @@ func claimOnce(ctx context.Context, c client.Client, namespace, environment stri
 		if rn.Status.Phase != v1alpha1.RunnerIdle || !rn.DeletionTimestamp.IsZero() {
 			continue
 		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("claim a runner of %s/%s: %w", namespace, environment, err)
+		}
 		key := takenKey(rn)
 		if !taken.take(key, time.Now()) {
 			stats.Skipped++
 			continue
 		}
-		stats.Patches++
-		err := c.Status().Patch(ctx, rn, client.RawPatch(types.JSONPatchType, patch))
+		held, err := claimRunner(ctx, c, rn, patch, opts.Token, stats)
 		switch {
 		case err == nil:
-			return rn, nil
-		case lostRace(err):
+			return held, nil
+		case errors.Is(err, errTaken):
 			stats.Conflicts++ // taken by someone else: it stays marked
 			continue
 		default:
@@ -141,6 +179,167 @@ func claimOnce(ctx context.Context, c client.Client, namespace, environment stri
 		}
 	}
 	return nil, fmt.Errorf("claim a runner of %s/%s: %w", namespace, environment, ErrNoIdleRunner)
+}
+
+// errTaken: the candidate is someone else's (or gone); try the next one.
+var errTaken = errors.New("runner taken by another claimer")
+
+// How hard a claim, renew or release tries when the API server's answer is lost.
+const (
+	// maxSends bounds the patches (or deletes) sent to one runner.
+	maxSends = 3
+	// maxReads bounds the reads back after a lost answer.
+	maxReads = 5
+	// readBackFor bounds the time spent reading back, even past the caller's ctx.
+	readBackFor = 10 * time.Second
+	// firstBackoff is the pause before the first retry; it doubles each time.
+	firstBackoff = 100 * time.Millisecond
+)
+
+// claimRunner sends the claim patch to one candidate. It returns the runner as
+// stored if the claim is ours, errTaken if another claimer has it or it is gone,
+// or the error that left it unknown whether our claim was stored. In that last
+// case a patch of ours may still land later; the claim's inactivity timeout is
+// what then returns the runner to the pool.
+func claimRunner(ctx context.Context, c client.Client, rn *v1alpha1.Runner, patch []byte, token string, stats *Stats) (*v1alpha1.Runner, error) {
+	var unknown error // the last failure that may have stored our claim
+	for send := 1; ; send++ {
+		stats.Patches++
+		err := c.Status().Patch(ctx, rn, client.RawPatch(types.JSONPatchType, patch))
+		switch {
+		case err == nil:
+			return rn, nil
+		case lostRace(err) && unknown == nil:
+			return nil, errTaken
+		case lostRace(err):
+			// Perhaps refused because an earlier send of ours took it: read back.
+		case maybeApplied(err):
+			unknown = err
+		default:
+			return nil, err
+		}
+		stats.ReadBacks++
+		current, readErr := readBack(ctx, c, rn)
+		if readErr != nil {
+			return nil, fmt.Errorf("%w (reading the runner back to learn whether the claim was stored: %v)", unknown, readErr)
+		}
+		switch outcomeOf(current, token) {
+		case claimHeld:
+			return current, nil
+		case claimTaken:
+			return nil, errTaken
+		}
+		// Still Idle: our patch was not stored, or is still on its way. Sending
+		// it again is safe: both test the phase is Idle, so at most one lands,
+		// and either makes us the holder.
+		if send >= maxSends || ctx.Err() != nil {
+			return nil, unknown
+		}
+		if err := sleep(ctx, backoff(send)); err != nil {
+			return nil, unknown
+		}
+	}
+}
+
+// claimOutcome is what a runner read back after a lost answer says of our claim.
+type claimOutcome int
+
+const (
+	// claimHeld: the runner carries our token; the claim was stored.
+	claimHeld claimOutcome = iota
+	// claimTaken: gone, terminating, or no longer Idle under another claim (or
+	// none): our claim can never land on it, since it tests the phase is Idle.
+	claimTaken
+	// claimStillIdle: nobody holds it; our claim was not stored (yet).
+	claimStillIdle
+)
+
+func outcomeOf(current *v1alpha1.Runner, token string) claimOutcome {
+	switch {
+	case current == nil:
+		return claimTaken
+	case current.Status.Claim != nil && current.Status.Claim.Token == token:
+		return claimHeld
+	case current.Status.Phase == v1alpha1.RunnerIdle && current.DeletionTimestamp.IsZero():
+		return claimStillIdle
+	default:
+		return claimTaken
+	}
+}
+
+// readBack reads the runner from the API server, never from a cache (see
+// Claim), retrying failures that may pass. A runner that is gone is nil.
+// It runs on past ctx's end (bounded by readBackFor): the caller's deadline
+// may be what cut off the answer we need to learn about.
+func readBack(ctx context.Context, c client.Client, rn *v1alpha1.Runner) (*v1alpha1.Runner, error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readBackFor)
+	defer cancel()
+	for read := 1; ; read++ {
+		current := &v1alpha1.Runner{}
+		err := c.SubResource("status").Get(rctx, rn, current)
+		switch {
+		case err == nil:
+			return current, nil
+		case apierrors.IsNotFound(err):
+			return nil, nil
+		case !maybeApplied(err) || read >= maxReads:
+			return nil, fmt.Errorf("read runner %s/%s: %w", rn.Namespace, rn.Name, err)
+		}
+		if sleep(rctx, backoff(read)) != nil {
+			return nil, fmt.Errorf("read runner %s/%s: %w", rn.Namespace, rn.Name, err)
+		}
+	}
+}
+
+// backoff is the pause after the n-th failed attempt (n from 1).
+func backoff(n int) time.Duration {
+	return firstBackoff << min(n-1, 4)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// maybeApplied tells the failures of a write after which the API server may
+// have stored it: no answer at all (a broken connection, a client timeout, the
+// caller's deadline while the request was out) or a 5xx, which the API server or
+// a proxy in front of it can send after etcd took the write (a "server timeout",
+// a 504 Timeout that "may still be processing the request"). A 4xx is a refusal
+// of the request as a whole: nothing was stored. A connection that was never
+// made carried nothing either. The same failures are the passing ones worth
+// retrying for a read.
+func maybeApplied(err error) bool {
+	if err == nil {
+		return false
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		s := status.Status()
+		if s.Code >= 500 {
+			return true
+		}
+		switch s.Reason {
+		case metav1.StatusReasonTimeout, metav1.StatusReasonServerTimeout,
+			metav1.StatusReasonInternalError, metav1.StatusReasonServiceUnavailable:
+			return true
+		}
+		return false
+	}
+	return !neverSent(err)
+}
+
+// neverSent tells transport failures that happen before a request leaves: the
+// connection was refused or the host name did not resolve.
+func neverSent(err error) bool {
+	var dnsErr *net.DNSError
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &dnsErr)
 }
 
 // taken remembers the runners this process's claims patched in the last
@@ -223,12 +422,34 @@ func lostRace(err error) bool {
 	return false
 }
 
+// timeoutSeconds is what a claim stores as inactivityTimeoutSeconds for the
+// caller's InactivityTimeout: 0 (the zero value) is the finite default, a
+// negative value is "never" (0 in the API), and a fraction of a second rounds up
+// so that a tiny timeout never turns into "never". Values past the API's maximum
+// are clamped only as far as int32 goes: the API server refuses them, loudly.
+func timeoutSeconds(d time.Duration) int32 {
+	switch {
+	case d == 0:
+		d = DefaultInactivityTimeout
+	case d < 0:
+		return 0
+	}
+	secs := d / time.Second
+	if d%time.Second != 0 {
+		secs++
+	}
+	if secs > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return int32(secs)
+}
+
 func claimPatch(opts Options, now time.Time) ([]byte, error) {
 	claim := v1alpha1.RunnerClaim{
 		Holder:                   opts.Holder,
 		Token:                    opts.Token,
 		ClaimedAt:                metav1.NewTime(now.UTC().Truncate(time.Second)),
-		InactivityTimeoutSeconds: int32(opts.InactivityTimeout / time.Second),
+		InactivityTimeoutSeconds: timeoutSeconds(opts.InactivityTimeout),
 	}
 	return json.Marshal([]map[string]any{
 		{"op": "test", "path": "/status/phase", "value": v1alpha1.RunnerIdle},
@@ -239,6 +460,8 @@ func claimPatch(opts Options, now time.Time) ([]byte, error) {
 
 // Renew records activity on a claimed runner, pushing its inactivity deadline
 // back. It fails with ErrNotHolder if the runner is held with another token.
+// A renew whose answer was lost is sent again (a few times): storing it twice
+// only moves lastActivityTime once more.
 func Renew(ctx context.Context, c client.Client, rn *v1alpha1.Runner, token string) error {
 	patch, err := json.Marshal([]map[string]any{
 		{"op": "test", "path": "/status/claim/token", "value": token},
@@ -247,7 +470,12 @@ func Renew(ctx context.Context, c client.Client, rn *v1alpha1.Runner, token stri
 	if err != nil {
 		return err
 	}
-	err = c.Status().Patch(ctx, rn, client.RawPatch(types.JSONPatchType, patch))
+	for send := 1; ; send++ {
+		err = c.Status().Patch(ctx, rn, client.RawPatch(types.JSONPatchType, patch))
+		if !maybeApplied(err) || send >= maxSends || sleep(ctx, backoff(send)) != nil {
+			break
+		}
+	}
 	if err != nil && lostRace(err) && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("renew runner %s/%s: %w", rn.Namespace, rn.Name, ErrNotHolder)
 	}
@@ -259,19 +487,42 @@ func Renew(ctx context.Context, c client.Client, rn *v1alpha1.Runner, token stri
 
 // Release gives a claimed runner back: it deletes it (the operator purges its
 // Nomad job and refills the pool). Only the holder of token may release; a
-// runner already gone is released.
+// runner already gone, or already being deleted, is released. It reads the
+// runner from the API server as Claim's read back does (a cache may not show the
+// claim yet) and sends the delete again when its answer was lost: deleting
+// twice is harmless.
 func Release(ctx context.Context, c client.Client, rn *v1alpha1.Runner, token string) error {
-	current := &v1alpha1.Runner{}
-	if err := c.Get(ctx, client.ObjectKeyFromObject(rn), current); err != nil {
-		return client.IgnoreNotFound(err)
+	for send := 1; ; send++ {
+		current := &v1alpha1.Runner{}
+		err := c.SubResource("status").Get(ctx, rn, current)
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil
+		case err != nil && maybeApplied(err) && send < maxSends:
+			if sleep(ctx, backoff(send)) != nil {
+				return fmt.Errorf("release runner %s/%s: read it: %w", rn.Namespace, rn.Name, err)
+			}
+			continue
+		case err != nil:
+			return fmt.Errorf("release runner %s/%s: read it: %w", rn.Namespace, rn.Name, err)
+		}
+		if current.Status.Claim == nil || current.Status.Claim.Token != token {
+			return fmt.Errorf("release runner %s/%s: %w", rn.Namespace, rn.Name, ErrNotHolder)
+		}
+		if !current.DeletionTimestamp.IsZero() {
+			return nil // an earlier delete (ours, or the operator's) is under way
+		}
+		// The token cannot change once set (a CEL rule), so the UID is precondition enough.
+		err = c.Delete(ctx, current, client.Preconditions{UID: &current.UID})
+		switch {
+		case err == nil || apierrors.IsNotFound(err):
+			return nil
+		case maybeApplied(err) && send < maxSends:
+			if sleep(ctx, backoff(send)) != nil {
+				return fmt.Errorf("release runner %s/%s: %w", rn.Namespace, rn.Name, err)
+			}
+		default:
+			return fmt.Errorf("release runner %s/%s: %w", rn.Namespace, rn.Name, err)
+		}
 	}
-	if current.Status.Claim == nil || current.Status.Claim.Token != token {
-		return fmt.Errorf("release runner %s/%s: %w", rn.Namespace, rn.Name, ErrNotHolder)
-	}
-	// The token cannot change once set (a CEL rule), so the UID is precondition enough.
-	err := c.Delete(ctx, current, client.Preconditions{UID: &current.UID})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("release runner %s/%s: %w", rn.Namespace, rn.Name, err)
-	}
-	return nil
 }

@@ -33,7 +33,8 @@ const usage = `kubectl nomadrunner: claim and use prewarmed Nomad runners.
 
 Commands:
   claim ENV [--holder H] [--token T] [--timeout D] [--wait D] [-o name|json]
-                                  claim an idle runner of environment ENV
+                                  claim an idle runner of environment ENV; unrenewed for
+                                  --timeout (default 10m; 0 = never) it is deleted
   renew RUNNER --token T          record activity, pushing the inactivity deadline back
   release RUNNER --token T        give the runner back (deletes it)
   list [ENV]                      runners with phase, holder and age
@@ -84,7 +85,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "claim":
 		holder := fs.String("holder", defaultHolder(), "who claims")
 		token := fs.String("token", "", "claim token (default: a new UUID)")
-		timeout := fs.Duration("timeout", 0, "inactivity timeout; 0 = never")
+		timeout := fs.Duration("timeout", claim.DefaultInactivityTimeout,
+			"inactivity timeout: the operator deletes the runner after this long without a renew; 0 = never (held until released)")
 		wait := fs.Duration("wait", 0, "wait up to this long for an idle runner")
 		output := fs.String("o", "", "output: name or json")
 		pos, err := parse(fs, args, 1, 1)
@@ -105,7 +107,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			defer cancel()
 		}
 		rn, err := claim.Claim(claimCtx, c, ns, pos[0], claim.Options{
-			Holder: *holder, Token: *token, InactivityTimeout: *timeout, Wait: *wait > 0,
+			Holder: *holder, Token: *token, InactivityTimeout: inactivityTimeout(*timeout), Wait: *wait > 0,
 		})
 		if err != nil {
 			return 1, err
@@ -299,6 +301,16 @@ func rawTerminal(stdin io.Reader) (restore func(), sizes <-chan nomad.TerminalSi
 		ch <- nomad.TerminalSize{Width: w, Height: h}
 	}
 	return func() { _ = term.Restore(int(f.Fd()), state) }, ch
+}
+
+// inactivityTimeout maps the claim command's --timeout to the library's option.
+// The flag defaults to the finite claim.DefaultInactivityTimeout, so a 0 (or
+// less) there was typed on purpose: it means never, as it does in the API.
+func inactivityTimeout(flag time.Duration) time.Duration {
+	if flag <= 0 {
+		return claim.NoInactivityTimeout
+	}
+	return flag
 }
 
 func defaultHolder() string {
