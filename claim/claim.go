@@ -215,6 +215,19 @@ func claimRunner(ctx context.Context, c client.Client, rn *v1alpha1.Runner, patc
 			// Perhaps refused because an earlier send of ours took it: read back.
 		case maybeApplied(err):
 			unknown = err
+		case apierrors.IsForbidden(err):
+			// The admission policies refuse a claim on a runner being deleted
+			// (a scale-down the list did not show yet): another candidate may
+			// do. Any other refusal (RBAC, say) is the caller's to see.
+			stats.ReadBacks++
+			current, readErr := readBack(ctx, c, rn)
+			if readErr == nil && outcomeOf(current, token) == claimHeld {
+				return current, nil
+			}
+			if readErr == nil && outcomeOf(current, token) == claimTaken {
+				return nil, errTaken
+			}
+			return nil, err
 		default:
 			return nil, err
 		}
