@@ -266,13 +266,16 @@ func (o *OrphanCollector) Collect(ctx context.Context) []string {
 		rn := &v1alpha1.Runner{}
 		err := o.APIReader.Get(ctx, types.NamespacedName{Namespace: j.Meta.Namespace, Name: j.Meta.Runner}, rn)
 		switch {
-		case err == nil && rn.Annotations[JobIDAnnotation] == j.ID:
+		case err == nil && rn.Annotations[JobIDAnnotation] == j.ID && (j.Meta.UID == "" || j.Meta.UID == string(rn.UID)):
+			// Its Runner (the very object, when the job records its UID).
 			continue
 		case err != nil && !apierrors.IsNotFound(err):
 			logger.Error(err, "Reading the Runner of a Nomad job failed", "nomadJobID", j.ID)
 			continue
 		}
-		if err := o.Bridge.PurgeJob(ctx, j.Namespace, j.ID); err != nil {
+		// The listed meta is the owner: the job is released only if Nomad
+		// still holds it with that meta when the collector acts.
+		if err := o.Bridge.ReleaseRunnerJob(ctx, j.Namespace, j.ID, j.Meta); err != nil {
 			logger.Error(err, "Purging an orphaned Nomad job failed", "nomadJobID", j.ID)
 			continue
 		}

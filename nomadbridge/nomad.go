@@ -60,7 +60,7 @@ func (c *NomadClient) RegisterRunnerJob(ctx context.Context, job *nomad.Job) err
 	q := (&nomad.WriteOptions{Namespace: deref(job.Namespace), Region: deref(job.Region)}).WithContext(ctx)
 	if _, _, err := c.api.Jobs().RegisterOpts(job, opts, q); err != nil {
 		if isEnforceIndexConflict(err) {
-			return fmt.Errorf("register runner job %s: %w", id, ErrJobExists)
+			return c.whoseJob(ctx, job, meta)
 		}
 		if isBadRequest(err) {
 			return fmt.Errorf("register runner job %s: %w: %s", id, ErrInvalidJob, nomadMessage(err))
@@ -70,14 +70,49 @@ func (c *NomadClient) RegisterRunnerJob(ctx context.Context, job *nomad.Job) err
 	return nil
 }
 
-// PurgeJob implements Client.
-func (c *NomadClient) PurgeJob(ctx context.Context, namespace, jobID string) error {
-	q := (&nomad.WriteOptions{Namespace: namespace}).WithContext(ctx)
-	_, _, err := c.api.Jobs().DeregisterOpts(jobID, &nomad.DeregisterOptions{Purge: true}, q)
-	if err != nil && !isNotFound(err) {
-		return fmt.Errorf("purge runner job %s: %w", jobID, err)
+// whoseJob tells, after check-index 0 refused job because its ID exists,
+// whether the existing job is this runner's (ErrJobExists: safe to adopt) or
+// someone else's (ErrNotOurJob). A job ID is random, so the usual answer is a
+// retry of our own registration; anything else is a Runner naming a job it
+// did not make, and adopting it would hand out someone else's allocation.
+func (c *NomadClient) whoseJob(ctx context.Context, job *nomad.Job, meta RunnerMeta) error {
+	id := deref(job.ID)
+	q := (&nomad.QueryOptions{Namespace: deref(job.Namespace), Region: deref(job.Region)}).WithContext(ctx)
+	existing, _, err := c.api.Jobs().Info(id, q)
+	if err != nil {
+		// Gone between the refusal and the read (purged meanwhile): not an
+		// answer either way; the caller retries and registers or learns then.
+		return fmt.Errorf("register runner job %s: it exists, but reading it failed: %w", id, err)
 	}
-	return nil
+	if ok, whose := MatchOwner(meta, existing.Meta); !ok {
+		return fmt.Errorf("register runner job %s: a job of that ID exists and is not runner %s/%s's: it is of %s: %w",
+			id, meta.Namespace, meta.Runner, whose, ErrNotOurJob)
+	}
+	return fmt.Errorf("register runner job %s: %w", id, ErrJobExists)
+}
+
+// ReleaseRunnerJob implements Client.
+func (c *NomadClient) ReleaseRunnerJob(ctx context.Context, namespace, jobID string, owner RunnerMeta) error {
+	if owner.Instance != c.instance {
+		return fmt.Errorf("release runner job %s: owner names operator instance %q, this client is %q: %w",
+			jobID, owner.Instance, c.instance, ErrNotOurJob)
+	}
+	q := (&nomad.QueryOptions{Namespace: namespace}).WithContext(ctx)
+	job, _, err := c.api.Jobs().Info(jobID, q)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("read runner job %s before releasing it: %w", jobID, err)
+	}
+	if ok, whose := MatchOwner(owner, job.Meta); !ok {
+		return fmt.Errorf("release runner job %s: it is not runner %s/%s's but of %s: %w",
+			jobID, owner.Namespace, owner.Runner, whose, ErrNotOurJob)
+	}
+	// Between the read and the writes below the job could in principle be
+	// purged and a foreign one registered under the same (random) ID; Nomad's
+	// deregistration takes no check-index, so this window cannot be closed.
+	return c.endJob(ctx, namespace, jobID, job.Stop != nil && *job.Stop)
 }
 
 // JobAllocations implements Client.
@@ -301,4 +336,19 @@ func isEnforceIndexConflict(err error) bool {
 
 func sortNewestFirst(allocs []*nomad.AllocationListStub) {
 	sort.SliceStable(allocs, func(i, j int) bool { return allocs[i].CreateIndex > allocs[j].CreateIndex })
+}
+
+// endJob stops a job, then purges it. PLACEHOLDER until measured.
+func (c *NomadClient) endJob(ctx context.Context, namespace, jobID string, stopped bool) error {
+	q := (&nomad.WriteOptions{Namespace: namespace}).WithContext(ctx)
+	if !stopped {
+		if _, _, err := c.api.Jobs().DeregisterOpts(jobID, &nomad.DeregisterOptions{Purge: false}, q); err != nil && !isNotFound(err) {
+			return fmt.Errorf("stop runner job %s: %w", jobID, err)
+		}
+	}
+	_, _, err := c.api.Jobs().DeregisterOpts(jobID, &nomad.DeregisterOptions{Purge: true}, q)
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("purge runner job %s: %w", jobID, err)
+	}
+	return nil
 }
