@@ -41,11 +41,18 @@ type Client interface {
 	// whatever the cache says.
 	RegisterRunnerJob(ctx context.Context, job *nomad.Job) error
 
-	// ReleaseRunnerJob ends a runner's job: the code running in it is stopped
-	// and the job is purged from Nomad's state. It first reads the job: one
-	// that does not exist is not an error; one whose meta does not name owner
-	// (see MatchOwner) and this client's instance returns ErrNotOurJob and is
-	// left alone. The orphan collector passes the meta it listed as owner.
+	// ReleaseRunnerJob ends a runner's job in two steps, one per call, so that
+	// the code in it ends within seconds and no call waits for it:
+	//   - a job that may still run is stopped (its tasks are killed at once);
+	//   - a stopped or dead job none of whose allocations still runs on its
+	//     client is purged; one whose tasks are still being killed is left for
+	//     a later call.
+	// The Runner's finalizer makes the first call; the orphan collector, which
+	// releases every job of ours without a Runner, makes the second. Each call
+	// first reads the job: one that does not exist is not an error; one whose
+	// meta does not name owner (see MatchOwner) and this client's instance
+	// returns ErrNotOurJob and is left alone. The orphan collector passes the
+	// meta it listed as owner.
 	ReleaseRunnerJob(ctx context.Context, namespace, jobID string, owner RunnerMeta) error
 
 	// JobAllocations returns the allocations of a job, newest first. A job that

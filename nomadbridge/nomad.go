@@ -109,10 +109,51 @@ func (c *NomadClient) ReleaseRunnerJob(ctx context.Context, namespace, jobID str
 		return fmt.Errorf("release runner job %s: it is not runner %s/%s's but of %s: %w",
 			jobID, owner.Namespace, owner.Runner, whose, ErrNotOurJob)
 	}
-	// Between the read and the writes below the job could in principle be
+	// Between the read and the write below the job could in principle be
 	// purged and a foreign one registered under the same (random) ID; Nomad's
 	// deregistration takes no check-index, so this window cannot be closed.
-	return c.endJob(ctx, namespace, jobID, job.Stop != nil && *job.Stop)
+	w := (&nomad.WriteOptions{Namespace: namespace}).WithContext(ctx)
+	if deref(job.Status) != jobStatusDead && !boolOf(job.Stop) {
+		// Stop, not purge: a stop reaches the client as a desired status,
+		// and it kills the tasks at once. A purge deletes the allocations
+		// from the state instead, and the client then ends their tasks
+		// through its garbage collector, a couple of allocations at a time:
+		// under load a released runner's code ran on for many seconds.
+		if _, _, err := c.api.Jobs().DeregisterOpts(jobID, &nomad.DeregisterOptions{Purge: false}, w); err != nil && !isNotFound(err) {
+			return fmt.Errorf("stop runner job %s: %w", jobID, err)
+		}
+		return nil
+	}
+	live, err := c.liveAllocations(ctx, namespace, jobID)
+	if err != nil {
+		return err
+	}
+	if live > 0 {
+		// Stopped, but the client has not ended every task yet: purging now
+		// would hand the rest to its garbage collector. A later call (the
+		// orphan collector's next pass) purges it.
+		return nil
+	}
+	if _, _, err := c.api.Jobs().DeregisterOpts(jobID, &nomad.DeregisterOptions{Purge: true}, w); err != nil && !isNotFound(err) {
+		return fmt.Errorf("purge runner job %s: %w", jobID, err)
+	}
+	return nil
+}
+
+// liveAllocations counts a job's allocations whose tasks the client may still
+// be running (pending or running as the client reports them).
+func (c *NomadClient) liveAllocations(ctx context.Context, namespace, jobID string) (int, error) {
+	allocs, _, err := c.api.Jobs().Allocations(jobID, true, (&nomad.QueryOptions{Namespace: namespace}).WithContext(ctx))
+	if err != nil {
+		return 0, fmt.Errorf("list allocations of stopped runner job %s: %w", jobID, err)
+	}
+	n := 0
+	for _, a := range allocs {
+		if a.ClientStatus == nomad.AllocClientStatusPending || a.ClientStatus == nomad.AllocClientStatusRunning {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // JobAllocations implements Client.
@@ -298,6 +339,12 @@ func (c *NomadClient) Events(ctx context.Context, index uint64) (<-chan *nomad.E
 	return ch, nil
 }
 
+// jobStatusDead is Nomad's status of a job none of whose allocations is
+// meant to run any more (the api package has no constant for it).
+const jobStatusDead = "dead"
+
+func boolOf(b *bool) bool { return b != nil && *b }
+
 func deref(s *string) string {
 	if s == nil {
 		return ""
@@ -336,19 +383,4 @@ func isEnforceIndexConflict(err error) bool {
 
 func sortNewestFirst(allocs []*nomad.AllocationListStub) {
 	sort.SliceStable(allocs, func(i, j int) bool { return allocs[i].CreateIndex > allocs[j].CreateIndex })
-}
-
-// endJob stops a job, then purges it. PLACEHOLDER until measured.
-func (c *NomadClient) endJob(ctx context.Context, namespace, jobID string, stopped bool) error {
-	q := (&nomad.WriteOptions{Namespace: namespace}).WithContext(ctx)
-	if !stopped {
-		if _, _, err := c.api.Jobs().DeregisterOpts(jobID, &nomad.DeregisterOptions{Purge: false}, q); err != nil && !isNotFound(err) {
-			return fmt.Errorf("stop runner job %s: %w", jobID, err)
-		}
-	}
-	_, _, err := c.api.Jobs().DeregisterOpts(jobID, &nomad.DeregisterOptions{Purge: true}, q)
-	if err != nil && !isNotFound(err) {
-		return fmt.Errorf("purge runner job %s: %w", jobID, err)
-	}
-	return nil
 }

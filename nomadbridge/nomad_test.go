@@ -106,10 +106,18 @@ var _ = Describe("NomadClient against a real agent", func() {
 		Expect(allocs).To(HaveLen(1))
 		Expect(allocs[0].ID).To(Equal(allocID))
 
-		By("releasing it")
+		By("releasing it: the first release stops it")
 		Expect(bridge.ReleaseRunnerJob(ctx, "default", jobID, runnerMeta("python-abcde"))).To(Succeed())
-		_, err = bridge.JobAllocations(ctx, "default", jobID)
-		Expect(errors.Is(err, nomadbridge.ErrJobNotFound)).To(BeTrue(), "got %v", err)
+		job, _, err = nomadAPI.Jobs().Info(jobID, nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(*job.Stop).To(BeTrue())
+
+		By("releasing it again once its task ended (the orphan collector's pass): that purges it")
+		Eventually(func(g Gomega) {
+			g.Expect(bridge.ReleaseRunnerJob(ctx, "default", jobID, runnerMeta("python-abcde"))).To(Succeed())
+			_, err := bridge.JobAllocations(ctx, "default", jobID)
+			g.Expect(errors.Is(err, nomadbridge.ErrJobNotFound)).To(BeTrue(), "got %v", err)
+		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
 		_, _, err = nomadAPI.Jobs().Info(jobID, nil)
 		Expect(err).To(MatchError(ContainSubstring("404")))
 		Expect(bridge.ReleaseRunnerJob(ctx, "default", jobID, runnerMeta("python-abcde"))).To(Succeed(), "releasing a purged job is not an error")

@@ -36,11 +36,11 @@ func foreignJobs() []TableEntry {
 	otherUID := runnerMeta(victimRunner)
 	otherUID.UID = "uid-of-an-earlier-runner-of-that-name"
 	return []TableEntry{
-		Entry("a job without runner meta", map[string]string{"team": "payments"}, "no runner meta"),
-		Entry("a job of another operator instance", otherInstance.Map(), `instance "another-operator"`),
-		Entry("a job of another runner of this instance", ourMeta("python-someone-else"), "default/python-someone-else"),
-		Entry("a job of an earlier Runner of the same name (another UID)", otherUID.Map(), otherUID.UID),
-		Entry("a job of the same name registered without UID", withoutUID(runnerMeta(victimRunner)).Map(), "default/"+victimRunner),
+		Entry("a job without runner meta", map[string]string{"team": "payments"}, "no runner meta", SpecTimeout(30*time.Second)),
+		Entry("a job of another operator instance", otherInstance.Map(), `instance "another-operator"`, SpecTimeout(30*time.Second)),
+		Entry("a job of another runner of this instance", ourMeta("python-someone-else"), "default/python-someone-else", SpecTimeout(30*time.Second)),
+		Entry("a job of an earlier Runner of the same name (another UID)", otherUID.Map(), otherUID.UID, SpecTimeout(30*time.Second)),
+		Entry("a job of the same name registered without UID", withoutUID(runnerMeta(victimRunner)).Map(), "default/"+victimRunner, SpecTimeout(30*time.Second)),
 	}
 }
 
@@ -81,7 +81,6 @@ var _ = Describe("Only a runner's own job is released or adopted", func() {
 			expectUnchanged(ctx, before)
 		},
 		foreignJobs(),
-		SpecTimeout(30*time.Second),
 	)
 
 	DescribeTable("registering a runner job whose ID is a foreign job's returns ErrNotOurJob and changes nothing",
@@ -98,7 +97,6 @@ var _ = Describe("Only a runner's own job is released or adopted", func() {
 			expectUnchanged(ctx, before)
 		},
 		foreignJobs(),
-		SpecTimeout(30*time.Second),
 	)
 
 	It("releases a job registered without UID only for the meta the orphan collector listed", func(ctx SpecContext) {
@@ -117,10 +115,17 @@ var _ = Describe("Only a runner's own job is released or adopted", func() {
 		Expect(listed).NotTo(BeNil(), "a job without UID is still listed as ours")
 		Expect(listed.Meta).To(Equal(legacy))
 
+		By("stopping it on the first pass, purging it on a later one")
 		Expect(bridge.ReleaseRunnerJob(ctx, "default", jobID, listed.Meta)).To(Succeed())
-		_, _, err = nomadAPI.Jobs().Info(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
-		Expect(err).To(MatchError(ContainSubstring("404")))
-	}, SpecTimeout(30*time.Second))
+		stopped, _, err := nomadAPI.Jobs().Info(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(*stopped.Stop).To(BeTrue())
+		Eventually(func(g Gomega) {
+			g.Expect(bridge.ReleaseRunnerJob(ctx, "default", jobID, listed.Meta)).To(Succeed())
+			_, _, err := nomadAPI.Jobs().Info(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
+			g.Expect(err).To(MatchError(ContainSubstring("404")))
+		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+	}, SpecTimeout(60*time.Second))
 
 	It("refuses to release for an owner of another operator instance", func(ctx SpecContext) {
 		other := runnerMeta(victimRunner)
@@ -176,6 +181,28 @@ func running(pid int, marker string) bool {
 }
 
 var _ = Describe("Releasing a runner", func() {
+	It("purges at once a job whose task already ended: nothing runs in it", func(ctx SpecContext) {
+		jobID := nomadbridge.NewRunnerJobID("python")
+		purgeAfter(jobID)
+		job := rawExecJob(jobID, ourMeta("python-ended"))
+		job.TaskGroups[0].Tasks[0].Config = map[string]any{"command": "/bin/true"}
+		Expect(bridge.RegisterRunnerJob(ctx, job)).To(Succeed())
+		Eventually(func(g Gomega) {
+			stored, _, err := nomadAPI.Jobs().Info(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(*stored.Status).To(Equal("dead"))
+			allocs, err := bridge.JobAllocations(ctx, "default", jobID)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(allocs).To(HaveLen(1))
+			// A service task that exits is failed, whatever its exit code: terminal either way.
+			g.Expect(allocs[0].ClientStatus).To(BeElementOf(nomad.AllocClientStatusComplete, nomad.AllocClientStatusFailed))
+		}).WithContext(ctx).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+
+		Expect(bridge.ReleaseRunnerJob(ctx, "default", jobID, runnerMeta("python-ended"))).To(Succeed())
+		_, _, err := nomadAPI.Jobs().Info(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
+		Expect(err).To(MatchError(ContainSubstring("404")))
+	}, SpecTimeout(90*time.Second))
+
 	It("ends the code running in it, also when many are released together", func(ctx SpecContext) {
 		const runners = 12
 		type task struct {
@@ -215,15 +242,20 @@ var _ = Describe("Releasing a runner", func() {
 			Expect(err).NotTo(HaveOccurred(), "release of %s", tasks[i].jobID)
 		}
 
-		By("seeing every process end and every job gone")
+		By("seeing every process end")
 		Eventually(func(g Gomega) {
 			for _, t := range tasks {
 				g.Expect(running(t.pid, t.marker)).To(BeFalse(), "process %d of %s still runs", t.pid, t.jobID)
 			}
 		}).WithContext(ctx).WithTimeout(15 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
-		for _, t := range tasks {
-			_, _, err := nomadAPI.Jobs().Info(t.jobID, (&nomad.QueryOptions{}).WithContext(ctx))
-			Expect(err).To(MatchError(ContainSubstring("404")), "job %s", t.jobID)
-		}
+
+		By("releasing them again, as the orphan collector does: every job is purged once its task ended")
+		Eventually(func(g Gomega) {
+			for _, t := range tasks {
+				g.Expect(bridge.ReleaseRunnerJob(ctx, "default", t.jobID, runnerMeta(t.runner))).To(Succeed())
+				_, _, err := nomadAPI.Jobs().Info(t.jobID, (&nomad.QueryOptions{}).WithContext(ctx))
+				g.Expect(err).To(MatchError(ContainSubstring("404")), "job %s", t.jobID)
+			}
+		}).WithContext(ctx).WithTimeout(60 * time.Second).WithPolling(time.Second).Should(Succeed())
 	}, SpecTimeout(180*time.Second))
 })
