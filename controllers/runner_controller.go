@@ -302,7 +302,7 @@ func (r *RunnerReconciler) observePorts(ctx context.Context, runner *v1alpha1.Ru
 // is gone, or its template changed since the runner was made: the environment
 // controller replaces such a runner).
 func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner) (bool, error) {
-	if r.Store != nil && r.Store.Known(runner.Annotations[JobIDAnnotation]) {
+	if r.Store != nil && r.Store.KnownAs(runner.Annotations[JobIDAnnotation], string(runner.UID)) {
 		// Registered already: a reconcile on a cache that does not show our
 		// Pending write yet. Another registration would be a wasted Nomad write.
 		return true, nil
@@ -335,7 +335,7 @@ func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner
 		return false, nil
 	}
 	if (err == nil || errors.Is(err, nomadbridge.ErrJobExists)) && r.Store != nil {
-		r.Store.Registered(jobID)
+		r.Store.Registered(jobID, string(runner.UID))
 	}
 	// No Normal event for a registration: the environment's SuccessfulCreate
 	// names the job already, and one more API write per runner would slow
