@@ -40,7 +40,11 @@ const tombstoneTTL = 10 * time.Minute
 
 type storedJob struct {
 	// gone: Nomad deregistered the job (a tombstone until the next full list).
-	gone   bool
+	gone bool
+	// owner is the UID of the Runner the job's meta names, when the store
+	// learnt it from a listing or from our own registration; "" when only an
+	// event showed the job (events do not carry its meta).
+	owner  string
 	allocs map[string]*nomad.AllocationListStub
 }
 
@@ -56,7 +60,7 @@ func NewJobStore() *JobStore {
 func (s *JobStore) Replace(jobs []nomadbridge.JobRef, allocs []*nomad.AllocationListStub) {
 	m := make(map[string]*storedJob, len(jobs))
 	for _, j := range jobs {
-		m[j.ID] = &storedJob{allocs: map[string]*nomad.AllocationListStub{}}
+		m[j.ID] = &storedJob{owner: j.Meta.UID, allocs: map[string]*nomad.AllocationListStub{}}
 	}
 	for _, a := range allocs {
 		if j, ok := m[a.JobID]; ok {
@@ -76,13 +80,17 @@ func (s *JobStore) Unsync() {
 	s.mu.Unlock()
 }
 
-// Registered records that the job exists (we just registered it).
-func (s *JobStore) Registered(jobID string) {
+// Registered records that the job exists and is the job of the Runner whose
+// UID is owner (we just registered it for that Runner, or found it was).
+func (s *JobStore) Registered(jobID, owner string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.jobs[jobID]; !ok {
-		s.jobs[jobID] = &storedJob{allocs: map[string]*nomad.AllocationListStub{}}
+	j, ok := s.jobs[jobID]
+	if !ok {
+		j = &storedJob{allocs: map[string]*nomad.AllocationListStub{}}
+		s.jobs[jobID] = j
 	}
+	j.owner = owner
 }
 
 // ObserveJob records a Job event: registered (exists) or deregistered (gone).
@@ -130,13 +138,16 @@ func (s *JobStore) ObserveAllocation(a *nomad.AllocationListStub) {
 	j.allocs[a.ID] = a
 }
 
-// Known tells whether Nomad has the job for sure: we registered it, or an event
-// or a listing showed it, and no event said it was deregistered since.
-func (s *JobStore) Known(jobID string) bool {
+// KnownAs tells whether Nomad has the job for sure as the job of the Runner
+// whose UID is owner: we registered it for that Runner, or a listing showed it
+// with that UID in its meta, and no event said it was deregistered since. A job
+// only an event showed, or one of another Runner, is not known as owner's: the
+// caller must ask Nomad, which checks whose job it is.
+func (s *JobStore) KnownAs(jobID, owner string) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	j, ok := s.jobs[jobID]
-	return ok && !j.gone
+	return ok && !j.gone && owner != "" && j.owner == owner
 }
 
 // Allocations returns the job's allocations, newest first, and true when the

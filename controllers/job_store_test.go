@@ -55,7 +55,7 @@ func TestJobStoreAnswersOnlyWhatItKnows(t *testing.T) {
 	}
 
 	// Registered by us, or by an event: known, no allocation yet.
-	s.Registered("j4")
+	s.Registered("j4", "uid-4")
 	s.ObserveJob("j5", false)
 	for _, j := range []string{"j4", "j5"} {
 		if got, ok := s.Allocations(j); !ok || len(got) != 0 {
@@ -83,5 +83,44 @@ func TestJobStorePortsFromAllocatedResources(t *testing.T) {
 	}
 	if _, ok := s.Ports("j", "other"); ok {
 		t.Fatal("unknown allocation must miss")
+	}
+}
+
+// Only a job the store knows as a Runner's own lets that Runner skip its
+// registration: one another Runner owns, or one only an event showed, does
+// not (the registration then asks Nomad whose job it is).
+func TestJobStoreKnowsWhoseJobItIs(t *testing.T) {
+	s := NewJobStore()
+	s.Replace([]nomadbridge.JobRef{
+		{ID: "listed", Meta: nomadbridge.RunnerMeta{UID: "uid-1"}},
+		{ID: "legacy"}, // registered before UIDs were recorded
+	}, nil)
+	s.ObserveJob("seen", false)
+	s.Registered("mine", "uid-3")
+	for _, tc := range []struct {
+		job, owner string
+		want       bool
+	}{
+		{"listed", "uid-1", true},
+		{"listed", "uid-2", false},
+		{"listed", "", false},
+		{"legacy", "uid-1", false},
+		{"legacy", "", false},
+		{"seen", "uid-1", false},
+		{"mine", "uid-3", true},
+		{"mine", "uid-1", false},
+		{"unknown", "uid-1", false},
+	} {
+		if got := s.KnownAs(tc.job, tc.owner); got != tc.want {
+			t.Errorf("KnownAs(%q, %q) = %v, want %v", tc.job, tc.owner, got, tc.want)
+		}
+	}
+	s.ObserveJob("mine", false) // a later registration event keeps what we know
+	if !s.KnownAs("mine", "uid-3") {
+		t.Error("a registration event made the store forget whose job it is")
+	}
+	s.ObserveJob("mine", true)
+	if s.KnownAs("mine", "uid-3") {
+		t.Error("a deregistered job is still known")
 	}
 }

@@ -222,9 +222,12 @@ func (s *NomadEventSource) send(ctx context.Context, rn *v1alpha1.Runner) {
 	}
 }
 
-// OrphanCollector purges Nomad jobs that carry this operator instance's meta but
-// whose Runner no longer exists (a crash between a Runner's deletion and its
-// job's purge, or an administrator's skip-cleanup). Jobs without our meta are
+// OrphanCollector releases Nomad jobs that carry this operator instance's meta
+// but whose Runner no longer exists: every job a deleted Runner's finalizer
+// stopped (the finalizer only stops, so that no release waits for the tasks to
+// end), and jobs left by a crash or an administrator's skip-cleanup. A live
+// orphan is stopped on one pass and purged on a later one, once its tasks have
+// ended (see nomadbridge.Client.ReleaseRunnerJob). Jobs without our meta are
 // never touched. It runs at start and then every Interval, on the leader only.
 type OrphanCollector struct {
 	Bridge nomadbridge.Client
@@ -253,7 +256,7 @@ func (o *OrphanCollector) Start(ctx context.Context) error {
 	}
 }
 
-// Collect runs one pass and returns the jobs it purged.
+// Collect runs one pass and returns the jobs it released (stopped or purged).
 func (o *OrphanCollector) Collect(ctx context.Context) []string {
 	logger := log.FromContext(ctx).WithName("orphans")
 	jobs, err := o.Bridge.ListRunnerJobs(ctx)
@@ -261,23 +264,31 @@ func (o *OrphanCollector) Collect(ctx context.Context) []string {
 		logger.Error(err, "Listing runner jobs in Nomad failed")
 		return nil
 	}
-	var purged []string
+	var released []string
 	for _, j := range jobs {
 		rn := &v1alpha1.Runner{}
 		err := o.APIReader.Get(ctx, types.NamespacedName{Namespace: j.Meta.Namespace, Name: j.Meta.Runner}, rn)
 		switch {
-		case err == nil && rn.Annotations[JobIDAnnotation] == j.ID:
+		case err == nil && rn.Annotations[JobIDAnnotation] == j.ID && (j.Meta.UID == "" || j.Meta.UID == string(rn.UID)):
+			// Its Runner (the very object, when the job records its UID).
 			continue
 		case err != nil && !apierrors.IsNotFound(err):
 			logger.Error(err, "Reading the Runner of a Nomad job failed", "nomadJobID", j.ID)
 			continue
 		}
-		if err := o.Bridge.PurgeJob(ctx, j.Namespace, j.ID); err != nil {
-			logger.Error(err, "Purging an orphaned Nomad job failed", "nomadJobID", j.ID)
+		// The listed meta is the owner: the job is released only if Nomad
+		// still holds it with that meta when the collector acts.
+		if err := o.Bridge.ReleaseRunnerJob(ctx, j.Namespace, j.ID, j.Meta); err != nil {
+			logger.Error(err, "Releasing an orphaned Nomad job failed", "nomadJobID", j.ID)
 			continue
 		}
-		logger.Info("Purged orphaned Nomad job", "nomadJobID", j.ID, "runner", j.Meta.Namespace+"/"+j.Meta.Runner)
-		purged = append(purged, j.ID)
+		if j.Status == "dead" {
+			// The usual case: the job a deleted Runner's finalizer stopped.
+			logger.V(1).Info("Released stopped Nomad job of a deleted Runner", "nomadJobID", j.ID, "runner", j.Meta.Namespace+"/"+j.Meta.Runner)
+		} else {
+			logger.Info("Stopped orphaned Nomad job", "nomadJobID", j.ID, "status", j.Status, "runner", j.Meta.Namespace+"/"+j.Meta.Runner)
+		}
+		released = append(released, j.ID)
 	}
-	return purged
+	return released
 }

@@ -154,7 +154,19 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, runner *v1alpha1
 	if runner.Annotations[v1alpha1.SkipNomadCleanupAnnotation] == "true" {
 		log.FromContext(ctx).Info("Skipping Nomad cleanup of Runner on request", "annotation", v1alpha1.SkipNomadCleanupAnnotation)
 	} else if jobID != "" {
-		if err := r.Bridge.PurgeJob(ctx, runner.Annotations[NomadNamespaceAnnotation], jobID); err != nil {
+		owner := nomadbridge.RunnerMeta{
+			Instance: r.Bridge.Instance(), Namespace: runner.Namespace, Environment: runner.Spec.Environment,
+			Runner: runner.Name, UID: string(runner.UID),
+		}
+		err := r.Bridge.ReleaseRunnerJob(ctx, runner.Annotations[NomadNamespaceAnnotation], jobID, owner)
+		if errors.Is(err, nomadbridge.ErrNotOurJob) {
+			// The annotations name a job this Runner did not register: it
+			// survives, and the Runner goes without touching it.
+			r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, "ForeignNomadJob", "Delete",
+				"Not purging Nomad job %s: %v", jobID, err)
+			err = nil
+		}
+		if err != nil {
 			r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, "FailedPurge", "Delete",
 				"Purging Nomad job %s failed (retrying; annotate %s=true to skip): %v", jobID, v1alpha1.SkipNomadCleanupAnnotation, err)
 			// Say why the deletion waits where `kubectl describe` shows it; the
@@ -331,7 +343,7 @@ func (r *RunnerReconciler) observePorts(ctx context.Context, runner *v1alpha1.Ru
 // is gone, or its template changed since the runner was made: the environment
 // controller replaces such a runner).
 func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner) (bool, error) {
-	if r.Store != nil && r.Store.Known(runner.Annotations[JobIDAnnotation]) {
+	if r.Store != nil && r.Store.KnownAs(runner.Annotations[JobIDAnnotation], string(runner.UID)) {
 		// Registered already: a reconcile on a cache that does not show our
 		// Pending write yet. Another registration would be a wasted Nomad write.
 		return true, nil
@@ -358,10 +370,18 @@ func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner
 	jobID := runner.Annotations[JobIDAnnotation]
 	job := nomadbridge.ForRunner(envJob, jobID, nomadbridge.RunnerMeta{
 		Instance: r.Bridge.Instance(), Namespace: runner.Namespace, Environment: runner.Spec.Environment, Runner: runner.Name,
+		UID: string(runner.UID),
 	})
 	err = r.Bridge.RegisterRunnerJob(ctx, job)
+	if errors.Is(err, nomadbridge.ErrNotOurJob) {
+		// Its job ID names someone else's job: never adopt it. Retrying
+		// cannot change whose job it is, so no error (no hot loop).
+		r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, "ForeignNomadJob", "Register",
+			"Not registering or adopting Nomad job %s: %v", jobID, err)
+		return false, nil
+	}
 	if (err == nil || errors.Is(err, nomadbridge.ErrJobExists)) && r.Store != nil {
-		r.Store.Registered(jobID)
+		r.Store.Registered(jobID, string(runner.UID))
 	}
 	// No Normal event for a registration: the environment's SuccessfulCreate
 	// names the job already, and one more API write per runner would slow

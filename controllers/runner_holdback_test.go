@@ -9,6 +9,7 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -56,7 +57,7 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 	newRunner := func(name string) *v1alpha1.Runner {
 		return &v1alpha1.Runner{
 			ObjectMeta: metav1.ObjectMeta{
-				Name: name, Namespace: "ns", CreationTimestamp: metav1.NewTime(created),
+				Name: name, Namespace: "ns", UID: types.UID("uid-" + name), CreationTimestamp: metav1.NewTime(created),
 				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(env, v1alpha1.GroupVersion.WithKind("ExecutionEnvironment"))},
 				Annotations:     map[string]string{JobIDAnnotation: jobOf(name), NomadNamespaceAnnotation: "default"},
 				Finalizers:      []string{RunnerFinalizer},
@@ -76,7 +77,7 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 	var jobs []nomadbridge.JobRef
 	for _, n := range names {
 		objs = append(objs, newRunner(n))
-		jobs = append(jobs, nomadbridge.JobRef{ID: jobOf(n)})
+		jobs = append(jobs, nomadbridge.JobRef{ID: jobOf(n), Meta: nomadbridge.RunnerMeta{UID: "uid-" + n}})
 	}
 
 	statusWrites := map[string]int{}

@@ -15,6 +15,11 @@ var (
 	ErrJobNotFound = errors.New("nomad job not found")
 	// ErrInvalidJob: Nomad rejected a job or template; the wrapped message is Nomad's.
 	ErrInvalidJob = errors.New("invalid nomad job")
+	// ErrNotOurJob: a job of that ID exists but its meta does not name the
+	// runner asking (another operator instance, another Runner, or no runner
+	// meta at all). Nothing was changed in Nomad; the wrapping message says
+	// whose job it is.
+	ErrNotOurJob = errors.New("nomad job belongs to someone else")
 )
 
 // JobRef names one of this operator's jobs in Nomad, with the meta that maps it
@@ -29,13 +34,26 @@ type JobRef struct {
 // Client is what the operator needs of Nomad, and nothing more.
 type Client interface {
 	// RegisterRunnerJob registers a new job with check-index 0, so it succeeds
-	// only if no job of that ID exists; otherwise it returns ErrJobExists and
-	// Nomad is left as it was. Never double-registers, whatever the cache says.
+	// only if no job of that ID exists. When one exists, Nomad is left as it
+	// was and the answer says whose it is: ErrJobExists when its meta names
+	// the same runner as job's (a retry, or a registration before a crash:
+	// adopting it is safe), ErrNotOurJob otherwise. Never double-registers,
+	// whatever the cache says.
 	RegisterRunnerJob(ctx context.Context, job *nomad.Job) error
 
-	// PurgeJob deregisters a job and purges it from Nomad's state at once.
-	// A job that does not exist is not an error.
-	PurgeJob(ctx context.Context, namespace, jobID string) error
+	// ReleaseRunnerJob ends a runner's job in two steps, one per call, so that
+	// the code in it ends within seconds and no call waits for it:
+	//   - a job that may still run is stopped (its tasks are killed at once);
+	//   - a stopped or dead job none of whose allocations still runs on its
+	//     client is purged; one whose tasks are still being killed is left for
+	//     a later call.
+	// The Runner's finalizer makes the first call; the orphan collector, which
+	// releases every job of ours without a Runner, makes the second. Each call
+	// first reads the job: one that does not exist is not an error; one whose
+	// meta does not name owner (see MatchOwner) and this client's instance
+	// returns ErrNotOurJob and is left alone. The orphan collector passes the
+	// meta it listed as owner.
+	ReleaseRunnerJob(ctx context.Context, namespace, jobID string, owner RunnerMeta) error
 
 	// JobAllocations returns the allocations of a job, newest first. A job that
 	// does not exist returns ErrJobNotFound.

@@ -48,7 +48,7 @@ func FuzzRenderJSONTemplate(f *testing.F) {
 		if len(job.TaskGroups) != 1 || job.TaskGroups[0] == nil || len(job.TaskGroups[0].Tasks) == 0 {
 			t.Fatalf("rendered job is not one group with tasks: %+v", job.TaskGroups)
 		}
-		meta := RunnerMeta{Instance: "i", Namespace: "ns", Environment: "env", Runner: "env-x"}
+		meta := RunnerMeta{Instance: "i", Namespace: "ns", Environment: "env", Runner: "env-x", UID: "u"}
 		id := NewRunnerJobID("env")
 		runner := ForRunner(job, id, meta)
 		if runner.ID == nil || *runner.ID != id {
@@ -116,13 +116,15 @@ func FuzzParseRunnerJobID(f *testing.F) {
 	})
 }
 
-// FuzzParseRunnerMeta: ok only when every key is present and non-empty, and
-// then Map gives the same entries back.
+// FuzzParseRunnerMeta: ok only when the instance, namespace, environment and
+// runner keys are present and non-empty (the UID is optional), and then Map
+// gives the same entries back; a job matches its own meta as owner.
 func FuzzParseRunnerMeta(f *testing.F) {
-	f.Add("i", "ns", "env", "r", "extra")
-	f.Add("", "ns", "env", "r", "")
-	f.Fuzz(func(t *testing.T, instance, ns, env, runner, extra string) {
-		meta := map[string]string{MetaInstance: instance, MetaNamespace: ns, MetaEnvironment: env, MetaRunner: runner, "other": extra}
+	f.Add("i", "ns", "env", "r", "uid", "extra")
+	f.Add("", "ns", "env", "r", "", "")
+	f.Add("i", "ns", "env", "r", "", "")
+	f.Fuzz(func(t *testing.T, instance, ns, env, runner, uid, extra string) {
+		meta := map[string]string{MetaInstance: instance, MetaNamespace: ns, MetaEnvironment: env, MetaRunner: runner, MetaRunnerUID: uid, "other": extra}
 		m, ok := ParseRunnerMeta(meta)
 		want := instance != "" && ns != "" && env != "" && runner != ""
 		if ok != want {
@@ -133,6 +135,9 @@ func FuzzParseRunnerMeta(f *testing.F) {
 				if meta[k] != v {
 					t.Fatalf("Map()[%s]=%q, want %q", k, v, meta[k])
 				}
+			}
+			if match, whose := MatchOwner(m, meta); !match {
+				t.Fatalf("a job does not match its own meta %+v: %s", m, whose)
 			}
 		}
 	})

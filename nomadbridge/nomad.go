@@ -60,7 +60,7 @@ func (c *NomadClient) RegisterRunnerJob(ctx context.Context, job *nomad.Job) err
 	q := (&nomad.WriteOptions{Namespace: deref(job.Namespace), Region: deref(job.Region)}).WithContext(ctx)
 	if _, _, err := c.api.Jobs().RegisterOpts(job, opts, q); err != nil {
 		if isEnforceIndexConflict(err) {
-			return fmt.Errorf("register runner job %s: %w", id, ErrJobExists)
+			return c.whoseJob(ctx, job, meta)
 		}
 		if isBadRequest(err) {
 			return fmt.Errorf("register runner job %s: %w: %s", id, ErrInvalidJob, nomadMessage(err))
@@ -70,14 +70,90 @@ func (c *NomadClient) RegisterRunnerJob(ctx context.Context, job *nomad.Job) err
 	return nil
 }
 
-// PurgeJob implements Client.
-func (c *NomadClient) PurgeJob(ctx context.Context, namespace, jobID string) error {
-	q := (&nomad.WriteOptions{Namespace: namespace}).WithContext(ctx)
-	_, _, err := c.api.Jobs().DeregisterOpts(jobID, &nomad.DeregisterOptions{Purge: true}, q)
-	if err != nil && !isNotFound(err) {
+// whoseJob tells, after check-index 0 refused job because its ID exists,
+// whether the existing job is this runner's (ErrJobExists: safe to adopt) or
+// someone else's (ErrNotOurJob). A job ID is random, so the usual answer is a
+// retry of our own registration; anything else is a Runner naming a job it
+// did not make, and adopting it would hand out someone else's allocation.
+func (c *NomadClient) whoseJob(ctx context.Context, job *nomad.Job, meta RunnerMeta) error {
+	id := deref(job.ID)
+	q := (&nomad.QueryOptions{Namespace: deref(job.Namespace), Region: deref(job.Region)}).WithContext(ctx)
+	existing, _, err := c.api.Jobs().Info(id, q)
+	if err != nil {
+		// Gone between the refusal and the read (purged meanwhile): not an
+		// answer either way; the caller retries and registers or learns then.
+		return fmt.Errorf("register runner job %s: it exists, but reading it failed: %w", id, err)
+	}
+	if ok, whose := MatchOwner(meta, existing.Meta); !ok {
+		return fmt.Errorf("register runner job %s: a job of that ID exists and is not runner %s/%s's: it is of %s: %w",
+			id, meta.Namespace, meta.Runner, whose, ErrNotOurJob)
+	}
+	return fmt.Errorf("register runner job %s: %w", id, ErrJobExists)
+}
+
+// ReleaseRunnerJob implements Client.
+func (c *NomadClient) ReleaseRunnerJob(ctx context.Context, namespace, jobID string, owner RunnerMeta) error {
+	if owner.Instance != c.instance {
+		return fmt.Errorf("release runner job %s: owner names operator instance %q, this client is %q: %w",
+			jobID, owner.Instance, c.instance, ErrNotOurJob)
+	}
+	q := (&nomad.QueryOptions{Namespace: namespace}).WithContext(ctx)
+	job, _, err := c.api.Jobs().Info(jobID, q)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("read runner job %s before releasing it: %w", jobID, err)
+	}
+	if ok, whose := MatchOwner(owner, job.Meta); !ok {
+		return fmt.Errorf("release runner job %s: it is not runner %s/%s's but of %s: %w",
+			jobID, owner.Namespace, owner.Runner, whose, ErrNotOurJob)
+	}
+	// Between the read and the write below the job could in principle be
+	// purged and a foreign one registered under the same (random) ID; Nomad's
+	// deregistration takes no check-index, so this window cannot be closed.
+	w := (&nomad.WriteOptions{Namespace: namespace}).WithContext(ctx)
+	if deref(job.Status) != jobStatusDead && !boolOf(job.Stop) {
+		// Stop, not purge: a stop reaches the client as a desired status,
+		// and it kills the tasks at once. A purge deletes the allocations
+		// from the state instead, and the client then ends their tasks
+		// through its garbage collector, a couple of allocations at a time:
+		// under load a released runner's code ran on for many seconds.
+		if _, _, err := c.api.Jobs().DeregisterOpts(jobID, &nomad.DeregisterOptions{Purge: false}, w); err != nil && !isNotFound(err) {
+			return fmt.Errorf("stop runner job %s: %w", jobID, err)
+		}
+		return nil
+	}
+	live, err := c.liveAllocations(ctx, namespace, jobID)
+	if err != nil {
+		return err
+	}
+	if live > 0 {
+		// Stopped, but the client has not ended every task yet: purging now
+		// would hand the rest to its garbage collector. A later call (the
+		// orphan collector's next pass) purges it.
+		return nil
+	}
+	if _, _, err := c.api.Jobs().DeregisterOpts(jobID, &nomad.DeregisterOptions{Purge: true}, w); err != nil && !isNotFound(err) {
 		return fmt.Errorf("purge runner job %s: %w", jobID, err)
 	}
 	return nil
+}
+
+// liveAllocations counts a job's allocations whose tasks the client may still
+// be running (pending or running as the client reports them).
+func (c *NomadClient) liveAllocations(ctx context.Context, namespace, jobID string) (int, error) {
+	allocs, _, err := c.api.Jobs().Allocations(jobID, true, (&nomad.QueryOptions{Namespace: namespace}).WithContext(ctx))
+	if err != nil {
+		return 0, fmt.Errorf("list allocations of stopped runner job %s: %w", jobID, err)
+	}
+	n := 0
+	for _, a := range allocs {
+		if a.ClientStatus == nomad.AllocClientStatusPending || a.ClientStatus == nomad.AllocClientStatusRunning {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // JobAllocations implements Client.
@@ -262,6 +338,12 @@ func (c *NomadClient) Events(ctx context.Context, index uint64) (<-chan *nomad.E
 	}
 	return ch, nil
 }
+
+// jobStatusDead is Nomad's status of a job none of whose allocations is
+// meant to run any more (the api package has no constant for it).
+const jobStatusDead = "dead"
+
+func boolOf(b *bool) bool { return b != nil && *b }
 
 func deref(s *string) string {
 	if s == nil {

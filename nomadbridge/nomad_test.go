@@ -3,6 +3,7 @@ package nomadbridge_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
@@ -16,20 +17,27 @@ import (
 
 func rawExecJob(id string, meta map[string]string) *nomad.Job { return nomaddev.SleepJob(id, meta) }
 
+// runnerMeta is the meta of a runner of this suite's instance; its UID is
+// derived from the name, so two calls name the same Runner.
 func runnerMeta(runner string) nomadbridge.RunnerMeta {
-	return nomadbridge.RunnerMeta{Instance: "suite", Namespace: "default", Environment: "python", Runner: runner}
+	return nomadbridge.RunnerMeta{Instance: "suite", Namespace: "default", Environment: "python", Runner: runner, UID: "uid-" + runner}
 }
 
 func ourMeta(runner string) map[string]string { return runnerMeta(runner).Map() }
 
+// purgeAfter removes a job when the spec ends, whoever's it is, through the
+// raw API (cleanup is not what the specs test).
 func purgeAfter(jobID string) {
 	DeferCleanup(func(ctx context.Context) {
-		Expect(bridge.PurgeJob(ctx, "default", jobID)).To(Succeed())
+		_, _, err := nomadAPI.Jobs().DeregisterOpts(jobID, &nomad.DeregisterOptions{Purge: true}, (&nomad.WriteOptions{}).WithContext(ctx))
+		if err != nil && !strings.Contains(err.Error(), "404") {
+			Expect(err).NotTo(HaveOccurred())
+		}
 	})
 }
 
 var _ = Describe("NomadClient against a real agent", func() {
-	It("registers a runner job once, runs it, streams its events, refuses a second registration and purges it", func(ctx SpecContext) {
+	It("registers a runner job once, runs it, streams its events, refuses a second registration and releases it", func(ctx SpecContext) {
 		streamCtx, stopStream := context.WithCancel(ctx)
 		defer stopStream()
 		events, err := bridge.Events(streamCtx, 0)
@@ -98,13 +106,21 @@ var _ = Describe("NomadClient against a real agent", func() {
 		Expect(allocs).To(HaveLen(1))
 		Expect(allocs[0].ID).To(Equal(allocID))
 
-		By("purging it")
-		Expect(bridge.PurgeJob(ctx, "default", jobID)).To(Succeed())
-		_, err = bridge.JobAllocations(ctx, "default", jobID)
-		Expect(errors.Is(err, nomadbridge.ErrJobNotFound)).To(BeTrue(), "got %v", err)
+		By("releasing it: the first release stops it")
+		Expect(bridge.ReleaseRunnerJob(ctx, "default", jobID, runnerMeta("python-abcde"))).To(Succeed())
+		job, _, err = nomadAPI.Jobs().Info(jobID, nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(*job.Stop).To(BeTrue())
+
+		By("releasing it again once its task ended (the orphan collector's pass): that purges it")
+		Eventually(func(g Gomega) {
+			g.Expect(bridge.ReleaseRunnerJob(ctx, "default", jobID, runnerMeta("python-abcde"))).To(Succeed())
+			_, err := bridge.JobAllocations(ctx, "default", jobID)
+			g.Expect(errors.Is(err, nomadbridge.ErrJobNotFound)).To(BeTrue(), "got %v", err)
+		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
 		_, _, err = nomadAPI.Jobs().Info(jobID, nil)
 		Expect(err).To(MatchError(ContainSubstring("404")))
-		Expect(bridge.PurgeJob(ctx, "default", jobID)).To(Succeed(), "purging a purged job is not an error")
+		Expect(bridge.ReleaseRunnerJob(ctx, "default", jobID, runnerMeta("python-abcde"))).To(Succeed(), "releasing a purged job is not an error")
 	}, SpecTimeout(120*time.Second))
 
 	It("lists only the jobs whose meta names this operator instance", func(ctx SpecContext) {
@@ -135,7 +151,7 @@ var _ = Describe("NomadClient against a real agent", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(refs).To(ConsistOf(nomadbridge.JobRef{
 			Namespace: "default", ID: ours, Status: refs[0].Status,
-			Meta: nomadbridge.RunnerMeta{Instance: "suite", Namespace: "default", Environment: "python", Runner: "python-aaaaa"},
+			Meta: runnerMeta("python-aaaaa"),
 		}))
 
 		refs, err = other.ListRunnerJobs(ctx)

@@ -175,6 +175,11 @@ func ForRunner(envJob *nomad.Job, jobID string, meta RunnerMeta) *nomad.Job {
 	if job.Meta == nil {
 		job.Meta = map[string]string{}
 	}
+	// A template's own value for one of our keys (a UID the runner has not)
+	// must not survive into the runner's job.
+	for _, k := range runnerMetaKeys {
+		delete(job.Meta, k)
+	}
 	for k, v := range meta.Map() {
 		job.Meta[k] = v
 	}

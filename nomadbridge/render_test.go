@@ -213,6 +213,28 @@ func TestRenderEnvironmentJobRejectsTemplatesThatCannotBeRunners(t *testing.T) {
 	}
 }
 
+func TestForRunnerOwnsItsMetaKeys(t *testing.T) {
+	envJob, err := nomadbridge.RenderEnvironmentJob(rawExecTemplate(), baseSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A template may carry any meta, also one of our keys.
+	envJob.Meta[nomadbridge.MetaRunnerUID] = "planted"
+	envJob.Meta[nomadbridge.MetaRunner] = "planted"
+	envJob.Meta["team"] = "data"
+	meta := nomadbridge.RunnerMeta{Instance: "i", Namespace: "ns", Environment: "python", Runner: "python-abcde"}
+	job := nomadbridge.ForRunner(envJob, nomadbridge.NewRunnerJobID("python"), meta)
+	got, ok := nomadbridge.ParseRunnerMeta(job.Meta)
+	expect(t, "meta is exactly the runner's", got == meta && ok, true)
+	_, planted := job.Meta[nomadbridge.MetaRunnerUID]
+	expect(t, "the template's UID is dropped", planted, false)
+	expect(t, "other meta kept", job.Meta["team"], "data")
+
+	meta.UID = "uid-1"
+	job = nomadbridge.ForRunner(envJob, nomadbridge.NewRunnerJobID("python"), meta)
+	expect(t, "the runner's UID", job.Meta[nomadbridge.MetaRunnerUID], "uid-1")
+}
+
 func TestForRunnerAndTemplateHash(t *testing.T) {
 	envJob, err := nomadbridge.RenderEnvironmentJob(rawExecTemplate(), baseSpec())
 	if err != nil {

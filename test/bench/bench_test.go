@@ -516,12 +516,20 @@ func deleteEnvironment(ctx context.Context, e *env, ns, name string) error {
 		if err != nil {
 			return err
 		}
-		if len(list.Items) == 0 && len(jobs) == 0 {
-			time.Sleep(2 * time.Second) // tasks die after the purge
+		// A deleted runner's job is stopped, and purged by the orphan
+		// collector later (an hour here): only live jobs count.
+		live := 0
+		for _, j := range jobs {
+			if j.Status != "dead" {
+				live++
+			}
+		}
+		if len(list.Items) == 0 && live == 0 {
+			time.Sleep(2 * time.Second) // tasks die after the stop
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("environment %s/%s not gone: %d runners, %d jobs", ns, name, len(list.Items), len(jobs))
+			return fmt.Errorf("environment %s/%s not gone: %d runners, %d live jobs", ns, name, len(list.Items), live)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

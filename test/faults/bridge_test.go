@@ -86,7 +86,8 @@ func (b *faultBridge) isDown() bool {
 }
 
 func (b *faultBridge) fail(err error) error {
-	if err != nil && !errors.Is(err, nomadbridge.ErrJobExists) && !errors.Is(err, nomadbridge.ErrJobNotFound) && !errors.Is(err, nomadbridge.ErrInvalidJob) {
+	if err != nil && !errors.Is(err, nomadbridge.ErrJobExists) && !errors.Is(err, nomadbridge.ErrJobNotFound) &&
+		!errors.Is(err, nomadbridge.ErrInvalidJob) && !errors.Is(err, nomadbridge.ErrNotOurJob) {
 		b.ledger.mu.Lock()
 		b.ledger.failures++
 		b.ledger.mu.Unlock()
@@ -121,7 +122,7 @@ func (b *faultBridge) RegisterRunnerJob(ctx context.Context, job *nomad.Job) err
 	return b.fail(err)
 }
 
-func (b *faultBridge) PurgeJob(ctx context.Context, namespace, jobID string) error {
+func (b *faultBridge) ReleaseRunnerJob(ctx context.Context, namespace, jobID string, owner nomadbridge.RunnerMeta) error {
 	b.mu.Lock()
 	before, down := b.beforePurge, b.down
 	b.mu.Unlock()
@@ -133,7 +134,7 @@ func (b *faultBridge) PurgeJob(ctx context.Context, namespace, jobID string) err
 			return b.fail(err)
 		}
 	}
-	return b.fail(b.Client.PurgeJob(ctx, namespace, jobID))
+	return b.fail(b.Client.ReleaseRunnerJob(ctx, namespace, jobID, owner))
 }
 
 func (b *faultBridge) JobAllocations(ctx context.Context, namespace, jobID string) ([]*nomad.AllocationListStub, error) {
