@@ -286,7 +286,7 @@ func (o *OrphanCollector) Collect(ctx context.Context) []string {
 			// The usual case: the job a deleted Runner's finalizer stopped.
 			logger.V(1).Info("Released stopped Nomad job of a deleted Runner", "nomadJobID", j.ID, "runner", j.Meta.Namespace+"/"+j.Meta.Runner)
 		} else {
-			logger.Info("Stopped orphaned Nomad job", "nomadJobID", j.ID, "status", j.Status, "runner", j.Meta.Namespace+"/"+j.Meta.Runner)
+			logger.Info("Released orphaned Nomad job", "nomadJobID", j.ID, "status", j.Status, "runner", j.Meta.Namespace+"/"+j.Meta.Runner)
 		}
 		released = append(released, j.ID)
 	}

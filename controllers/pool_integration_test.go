@@ -411,11 +411,12 @@ var _ = Describe("Claims and orphans", func() {
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { _, _, _ = nomadAPI.Jobs().Deregister(otherInstance, true, nil) })
 
+		// Two passes: one stops the job, a later one purges it once its task ended.
 		Eventually(func() error {
 			_, _, err := nomadAPI.Jobs().Info(orphanID, nil)
 			return err
-		}).WithTimeout(30 * time.Second).Should(MatchError(ContainSubstring("404")))
+		}).WithTimeout(60 * time.Second).Should(MatchError(ContainSubstring("404")))
 		_, _, err = nomadAPI.Jobs().Info(otherInstance, nil)
 		Expect(err).NotTo(HaveOccurred(), "another operator instance's job must survive")
-	}, SpecTimeout(60*time.Second))
+	}, SpecTimeout(90*time.Second))
 })

@@ -85,7 +85,7 @@ func (c *NomadClient) whoseJob(ctx context.Context, job *nomad.Job, meta RunnerM
 		return fmt.Errorf("register runner job %s: it exists, but reading it failed: %w", id, err)
 	}
 	if ok, whose := MatchOwner(meta, existing.Meta); !ok {
-		return fmt.Errorf("register runner job %s: a job of that ID exists and is not runner %s/%s's: it is of %s: %w",
+		return fmt.Errorf("register runner job %s: the existing job of that ID is not runner %s/%s's (its meta: %s): %w",
 			id, meta.Namespace, meta.Runner, whose, ErrNotOurJob)
 	}
 	return fmt.Errorf("register runner job %s: %w", id, ErrJobExists)
@@ -106,7 +106,7 @@ func (c *NomadClient) ReleaseRunnerJob(ctx context.Context, namespace, jobID str
 		return fmt.Errorf("read runner job %s before releasing it: %w", jobID, err)
 	}
 	if ok, whose := MatchOwner(owner, job.Meta); !ok {
-		return fmt.Errorf("release runner job %s: it is not runner %s/%s's but of %s: %w",
+		return fmt.Errorf("release runner job %s: not runner %s/%s's (its meta: %s): %w",
 			jobID, owner.Namespace, owner.Runner, whose, ErrNotOurJob)
 	}
 	// Between the read and the write below the job could in principle be
@@ -117,8 +117,8 @@ func (c *NomadClient) ReleaseRunnerJob(ctx context.Context, namespace, jobID str
 		// Stop, not purge: a stop reaches the client as a desired status,
 		// and it kills the tasks at once. A purge deletes the allocations
 		// from the state instead, and the client then ends their tasks
-		// through its garbage collector, a couple of allocations at a time:
-		// under load a released runner's code ran on for many seconds.
+		// through its garbage collector, a couple of allocations at a time,
+		// so under load a released runner's code would run on long after.
 		if _, _, err := c.api.Jobs().DeregisterOpts(jobID, &nomad.DeregisterOptions{Purge: false}, w); err != nil && !isNotFound(err) {
 			return fmt.Errorf("stop runner job %s: %w", jobID, err)
 		}
