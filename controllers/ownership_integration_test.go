@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
 	nomad "github.com/hashicorp/nomad/api"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -17,21 +16,25 @@ import (
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
+	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
 // forgedRunner is a Runner the operator did not make, whose annotations name
-// a Nomad job it does not own. It carries no environment label, so the
+// a Nomad job it does not own, made to look like the environment's own
+// (controlled by it, a job ID of the environment's form) so that it gets past
+// the check of who made it. It carries no environment label, so the
 // environment's pool does not count it; its spec matches the environment's
 // current template, so the Runner controller does try to register its job.
-func forgedRunner(ns, name, hash, jobID string) *v1alpha1.Runner {
+func forgedRunner(ee *v1alpha1.ExecutionEnvironment, name, jobID string) *v1alpha1.Runner {
 	return &v1alpha1.Runner{
 		ObjectMeta: metav1.ObjectMeta{
-			Namespace: ns, Name: name,
-			Annotations: map[string]string{controllers.JobIDAnnotation: jobID, controllers.NomadNamespaceAnnotation: "default"},
-			Finalizers:  []string{controllers.RunnerFinalizer},
+			Namespace: ee.Namespace, Name: name,
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(ee, v1alpha1.GroupVersion.WithKind("ExecutionEnvironment"))},
+			Annotations:     map[string]string{controllers.JobIDAnnotation: jobID, controllers.NomadNamespaceAnnotation: "default"},
+			Finalizers:      []string{controllers.RunnerFinalizer},
 		},
-		Spec: v1alpha1.RunnerSpec{Environment: "python", TemplateHash: hash},
+		Spec: v1alpha1.RunnerSpec{Environment: "python", TemplateHash: ee.Status.TemplateHash},
 	}
 }
 
@@ -62,8 +65,8 @@ var _ = Describe("Runners naming jobs they do not own", func() {
 		// store knows it from its listing and events.
 		victimJob, _, err := nomadAPI.Jobs().Info(victim.Status.NomadJobID, nil)
 		Expect(err).NotTo(HaveOccurred())
-		// And a job with no runner meta at all.
-		foreignID := "payments-api-" + uuid.NewString()[:8]
+		// And a job with no runner meta at all (under an ID of the runners' form).
+		foreignID := nomadbridge.NewRunnerJobID("python")
 		_, _, err = nomadAPI.Jobs().Register(nomaddev.SleepJob(foreignID, map[string]string{"team": "payments"}), nil)
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { _, _, _ = nomadAPI.Jobs().Deregister(foreignID, true, nil) })
@@ -72,7 +75,7 @@ var _ = Describe("Runners naming jobs they do not own", func() {
 
 		forged := map[string]*nomad.Job{"python-forged-a": victimJob, "python-forged-b": foreignJob}
 		for name, job := range forged {
-			Expect(k8sClient.Create(ctx, forgedRunner(ns, name, ee.Status.TemplateHash, *job.ID))).To(Succeed())
+			Expect(k8sClient.Create(ctx, forgedRunner(ee, name, *job.ID))).To(Succeed())
 		}
 
 		By("refusing to register or adopt their jobs, with a Warning Event")

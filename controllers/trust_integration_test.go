@@ -23,7 +23,6 @@ import (
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
 	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
-	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
@@ -356,51 +355,6 @@ var _ = Describe("Trust boundaries: the operator touches only its own", func() {
 		Expect(*job.Status).NotTo(Equal("dead"))
 		Expect(*job.Stop).To(BeFalse())
 	}, SpecTimeout(90*time.Second))
-
-	It("never adopts an existing foreign job whose ID a Runner names", func(ctx SpecContext) {
-		ee := newEnvironment(ctx, ns, "python", 0)
-		Eventually(func(g Gomega) {
-			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), ee)).To(Succeed())
-			g.Expect(ee.UID).NotTo(BeEmpty())
-		}).Should(Succeed())
-		// A job of the operator's ID form, registered by someone else.
-		foreign := nomadbridge.NewRunnerJobID("python")
-		_, _, err := nomadAPI.Jobs().Register(nomaddev.SleepJob(foreign,
-			nomadbridge.RunnerMeta{Instance: "someone-else", Namespace: ns, Environment: "python", Runner: "theirs"}.Map()), nil)
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(func() { _, _, _ = nomadAPI.Jobs().Deregister(foreign, true, nil) })
-		before, _, err := nomadAPI.Jobs().Info(foreign, nil)
-		Expect(err).NotTo(HaveOccurred())
-
-		rn := &v1alpha1.Runner{
-			// No environment label: the pool does not count it (it would be a
-			// surplus runner to delete), only the runner controller sees it.
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "python-adopter", Finalizers: []string{controllers.RunnerFinalizer},
-				Annotations:     map[string]string{controllers.JobIDAnnotation: foreign, controllers.NomadNamespaceAnnotation: "default"},
-				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(ee, v1alpha1.GroupVersion.WithKind("ExecutionEnvironment"))}},
-			Spec: v1alpha1.RunnerSpec{Environment: "python", TemplateHash: ee.Status.TemplateHash},
-		}
-		Eventually(func(g Gomega) {
-			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), ee)).To(Succeed())
-			g.Expect(ee.Status.TemplateHash).NotTo(BeEmpty())
-		}).WithTimeout(30 * time.Second).Should(Succeed())
-		rn.Spec.TemplateHash = ee.Status.TemplateHash
-		Expect(k8sClient.Create(ctx, rn)).To(Succeed())
-
-		Consistently(func(g Gomega) {
-			got := getRunner(ctx, ns, rn.Name)
-			g.Expect(got.Status.Phase).To(Equal(v1alpha1.RunnerPending), "never Idle on someone else's allocation")
-			g.Expect(got.Status.AllocationID).To(BeEmpty())
-		}).WithTimeout(8 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
-		Expect(k8sClient.Delete(ctx, rn)).To(Succeed())
-		Eventually(func() bool {
-			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(rn), &v1alpha1.Runner{}))
-		}).WithTimeout(30 * time.Second).Should(BeTrue())
-		after, _, err := nomadAPI.Jobs().Info(foreign, nil)
-		Expect(err).NotTo(HaveOccurred(), "the foreign job survives the Runner's deletion")
-		Expect(*after.JobModifyIndex).To(Equal(*before.JobModifyIndex), "and is unchanged")
-		Expect(*after.Stop).To(BeFalse())
-	}, SpecTimeout(120*time.Second))
 })
 
 var _ = Describe("Trust boundaries: environments", func() {
