@@ -265,11 +265,11 @@ func (b *bench) rawAnchors(tp topology) {
 					if d > 0 {
 						b.r.add(fmt.Sprintf("raw_nomad_register_to_running_%d_s%s", k, tp.suffix), d.Seconds())
 					}
-					b.addSamples(fmt.Sprintf("raw_nomad_release_to_gone_%d_s%s", k, tp.suffix), rel)
+					b.record("raw_nomad", k, tp.suffix, rel)
 					if err != nil {
 						return err
 					}
-					s := durSample(rel)
+					s := durSample(rel.durs)
 					b.logf("raw Nomad %d jobs%s: register→running %.2fs; stop→task gone p50 %.2fs p99 %.2fs", k, tp.suffix, d.Seconds(), s.p(50)/1000, s.p(99)/1000)
 				}
 				return nil
@@ -282,7 +282,7 @@ func (b *bench) rawAnchors(tp topology) {
 // called then. The jobs are then released as raw Nomad releases them (see
 // removeRaw), whatever happened before. It returns the register→running time
 // (0 when they did not all run) and the release times.
-func (b *bench) rawNomad(k int, prefix string, running func()) (time.Duration, []time.Duration, error) {
+func (b *bench) rawNomad(k int, prefix string, running func()) (time.Duration, released, error) {
 	jobs := newRawJobs(b.e, prefix, k)
 	start := time.Now()
 	budget := b.within(b.pace.startBudget(k))
@@ -295,7 +295,7 @@ func (b *bench) rawNomad(k int, prefix string, running func()) (time.Duration, [
 	b.pace.observeStart(k, d)
 	if err != nil {
 		_, rerr := b.removeRaw(jobs)
-		return 0, nil, errors.Join(err, rerr)
+		return 0, released{}, errors.Join(err, rerr)
 	}
 	running()
 	rel, err := b.removeRaw(jobs)
@@ -305,12 +305,12 @@ func (b *bench) rawNomad(k int, prefix string, running func()) (time.Duration, [
 // removeRaw releases raw jobs as raw Nomad can: it stops every job (8
 // callers, each call's time noted), waits until each allocation's task
 // process is gone from the node, then purges them. It returns, per
-// allocation, the time from its job's stop call to its task process gone. A
-// task still running after the budget is killed, and the release fails.
-func (b *bench) removeRaw(j *rawJobs) ([]time.Duration, error) {
+// allocation, the time from its job's stop call to its task process gone
+// (see timeRelease).
+func (b *bench) removeRaw(j *rawJobs) (released, error) {
 	allocs, _, err := j.api.Allocations().List(j.query(b.ctx))
 	if err != nil {
-		return nil, errors.Join(err, j.purge(b.ctx))
+		return released{}, errors.Join(err, j.purge(b.ctx))
 	}
 	jobOf := map[string]string{}
 	ids := make([]string, 0, len(allocs))
@@ -328,22 +328,13 @@ func (b *bench) removeRaw(j *rawJobs) ([]time.Duration, error) {
 		_, _, err := j.api.Jobs().Deregister(j.ids[i], false, j.write(b.ctx))
 		return err
 	})
-	budget := b.within(b.pace.releaseBudget(len(j.ids)))
-	gone, left, err := b.e.procs.waitTasksGone(b.ctx, have, time.Now().Add(budget))
-	errs := []error{stopErr, err}
-	var durs []time.Duration
-	for a, t := range gone {
-		durs = append(durs, t.Sub(stopped[jobOf[a]]))
-	}
-	if len(left) > 0 {
-		killed := b.e.procs.kill(left)
-		errs = append(errs, fmt.Errorf("%d of %d raw tasks still ran %.0fs after their jobs were stopped (budget: k × raw Nomad of as many); killed %d processes",
-			len(left), len(have), budget.Seconds(), killed))
-	} else if len(durs) > 0 {
-		b.pace.observeRelease(len(j.ids), maxDuration(durs))
+	rel := b.timeRelease(have, func(a string) time.Time { return stopped[jobOf[a]] }, len(j.ids), "raw Nomad jobs stopped")
+	errs := []error{stopErr, rel.err}
+	if rel.left == 0 && len(rel.durs) > 0 {
+		b.pace.observeRelease(len(j.ids), maxDuration(rel.durs))
 	}
 	errs = append(errs, j.purge(b.ctx))
-	return durs, errors.Join(errs...)
+	return rel, errors.Join(errs...)
 }
 
 // --- cold fill -----------------------------------------------------------------
@@ -375,8 +366,8 @@ func (b *bench) coldFills(tp topology) {
 			}
 			rel, n, rerr := b.releaseEnvironment(ns, name)
 			if err == nil && n == cfg.N {
-				b.addSamples(fmt.Sprintf("operator_release_to_gone_%d_s%s", cfg.N, tp.suffix), rel)
-				s := durSample(rel)
+				b.record("operator", cfg.N, tp.suffix, rel)
+				s := durSample(rel.durs)
 				b.logf("release of %d (environment deleted)%s: task gone p50 %.2fs p99 %.2fs", n, tp.suffix, s.p(50)/1000, s.p(99)/1000)
 			}
 			return errors.Join(err, rerr)
@@ -388,10 +379,10 @@ func (b *bench) coldFills(tp topology) {
 // runner, and times each runner from that call to its task process gone; then
 // it waits until the runners and their Nomad jobs are gone from the APIs too.
 // It returns the times and how many runners with a running task there were.
-func (b *bench) releaseEnvironment(ns, name string) ([]time.Duration, int, error) {
+func (b *bench) releaseEnvironment(ns, name string) (released, int, error) {
 	list := &v1alpha1.RunnerList{}
 	if err := b.e.direct.List(b.ctx, list, client.InNamespace(ns), client.MatchingLabels{v1alpha1.EnvironmentLabel: name}); err != nil {
-		return nil, 0, err
+		return released{}, 0, err
 	}
 	var allocs []string
 	for _, rn := range list.Items {
@@ -404,24 +395,14 @@ func (b *bench) releaseEnvironment(ns, name string) ([]time.Duration, int, error
 	t0 := time.Now()
 	if err := b.e.direct.Delete(b.ctx, ee); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, 0, nil
+			return released{}, 0, nil
 		}
-		return nil, 0, err
+		return released{}, 0, err
 	}
-	budget := b.within(b.pace.releaseBudget(max(len(list.Items), 1)))
-	gone, left, err := b.e.procs.waitTasksGone(b.ctx, have, t0.Add(budget))
-	errs := []error{err}
-	var durs []time.Duration
-	for _, t := range gone {
-		durs = append(durs, t.Sub(t0))
-	}
-	if len(left) > 0 {
-		killed := b.e.procs.kill(left)
-		errs = append(errs, fmt.Errorf("%d of %d runners' tasks still ran %.0fs after their environment was deleted (budget: k × raw Nomad's stop of as many); killed %d processes",
-			len(left), len(have), budget.Seconds(), killed))
-	}
+	rel := b.timeRelease(have, func(string) time.Time { return t0 }, max(len(list.Items), 1), "runners released by deleting their environment")
+	errs := []error{rel.err}
 	errs = append(errs, b.waitEnvironmentGone(ns, name, b.within(b.pace.releaseBudget(max(len(list.Items), 1)))))
-	return durs, len(have), errors.Join(errs...)
+	return rel, len(have), errors.Join(errs...)
 }
 
 func (b *bench) waitEnvironmentGone(ns, name string, timeout time.Duration) error {
@@ -614,8 +595,8 @@ func (b *bench) releaseClaimed(claimed []*v1alpha1.Runner, c int, tp topology) e
 	if c == 1 {
 		n := min(singles, len(runners))
 		for _, rn := range runners[:n] {
-			durs, err := b.releaseRunners([]*v1alpha1.Runner{rn})
-			b.addSamples("operator_release_to_gone_1_s"+tp.suffix, durs)
+			rel, err := b.releaseRunners([]*v1alpha1.Runner{rn})
+			b.record("operator", 1, tp.suffix, rel)
 			errs = append(errs, err)
 		}
 		runners = runners[n:]
@@ -623,10 +604,10 @@ func (b *bench) releaseClaimed(claimed []*v1alpha1.Runner, c int, tp topology) e
 	if len(runners) == 0 {
 		return errors.Join(errs...)
 	}
-	durs, err := b.releaseRunners(runners)
+	rel, err := b.releaseRunners(runners)
 	if c != 1 {
-		b.addSamples(fmt.Sprintf("operator_release_to_gone_%d_s%s", len(runners), tp.suffix), durs)
-		s := durSample(durs)
+		b.record("operator", len(runners), tp.suffix, rel)
+		s := durSample(rel.durs)
 		b.logf("release of %d claimed%s: task gone p50 %.2fs p99 %.2fs", len(runners), tp.suffix, s.p(50)/1000, s.p(99)/1000)
 	}
 	return errors.Join(append(errs, err)...)
@@ -635,7 +616,7 @@ func (b *bench) releaseClaimed(claimed []*v1alpha1.Runner, c int, tp topology) e
 // releaseRunners releases runners together (8 callers), times each from its
 // release call to its task process gone, and waits until their Runner
 // objects are gone too.
-func (b *bench) releaseRunners(runners []*v1alpha1.Runner) ([]time.Duration, error) {
+func (b *bench) releaseRunners(runners []*v1alpha1.Runner) (released, error) {
 	allocs := make([]string, 0, len(runners))
 	for _, rn := range runners {
 		if rn.Status.AllocationID != "" {
@@ -651,18 +632,8 @@ func (b *bench) releaseRunners(runners []*v1alpha1.Runner) ([]time.Duration, err
 		mu.Unlock()
 		return claim.Release(b.ctx, b.e.direct, runners[i], runners[i].Status.Claim.Token)
 	})
-	budget := b.within(b.pace.releaseBudget(len(runners)))
-	gone, left, err := b.e.procs.waitTasksGone(b.ctx, have, time.Now().Add(budget))
-	errs := []error{relErr, err}
-	var durs []time.Duration
-	for a, t := range gone {
-		durs = append(durs, t.Sub(released[a]))
-	}
-	if len(left) > 0 {
-		killed := b.e.procs.kill(left)
-		errs = append(errs, fmt.Errorf("%d of %d released runners' tasks still ran %.0fs after release (budget: k × raw Nomad's stop of as many); killed %d processes",
-			len(left), len(have), budget.Seconds(), killed))
-	}
+	rel := b.timeRelease(have, func(a string) time.Time { return released[a] }, len(runners), "claimed runners released")
+	errs := []error{relErr, rel.err}
 	deadline := time.Now().Add(b.within(b.pace.releaseBudget(len(runners))))
 	for _, rn := range runners {
 		for {
@@ -672,12 +643,88 @@ func (b *bench) releaseRunners(runners []*v1alpha1.Runner) ([]time.Duration, err
 			}
 			if time.Now().After(deadline) {
 				errs = append(errs, fmt.Errorf("released runner %s not gone", rn.Name))
-				return durs, errors.Join(errs...)
+				return rel, errors.Join(errs...)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	return durs, errors.Join(errs...)
+	return rel, errors.Join(errs...)
+}
+
+// released is a release timed on the node: each runner's time from its
+// release call to its task process gone, and how many tasks still ran when
+// the budget was out. Those were killed; their times are how long they had
+// run after release, lower bounds, and are among durs.
+type released struct {
+	durs []time.Duration
+	left int
+	err  error
+}
+
+// timeRelease waits until the task process of each allocation in have is
+// gone, at most k times raw Nomad's stop of as many (n) from the last
+// release call, and times each from its release call (t0).
+func (b *bench) timeRelease(have []string, t0 func(alloc string) time.Time, n int, what string) released {
+	var last time.Time
+	for _, a := range have {
+		if t := t0(a); t.After(last) {
+			last = t
+		}
+	}
+	budget := b.within(b.pace.releaseBudget(n))
+	gone, left, err := b.e.procs.waitTasksGone(b.ctx, have, last.Add(budget))
+	rel := released{err: err, left: len(left)}
+	for a, t := range gone {
+		rel.durs = append(rel.durs, t.Sub(t0(a)))
+	}
+	if len(left) > 0 {
+		now := time.Now()
+		for _, a := range left {
+			rel.durs = append(rel.durs, now.Sub(t0(a)))
+		}
+		why := b.nomadView(left)
+		killed := b.e.procs.kill(left)
+		rel.err = errors.Join(err, fmt.Errorf("%d of %d %s: task still running %.0fs after the last release call (budget: k × raw Nomad's stop of %d); in Nomad's API: %s; killed %d processes",
+			len(left), len(have), what, budget.Seconds(), n, why, killed))
+	}
+	return rel
+}
+
+// nomadView says what Nomad's API shows of allocations whose task outlived
+// its release: gone (purged) or their desired and client status.
+func (b *bench) nomadView(allocs []string) string {
+	count := map[string]int{}
+	for _, a := range allocs {
+		info, _, err := b.e.nomad.Allocations().Info(a, (&nomad.QueryOptions{}).WithContext(b.ctx))
+		switch {
+		case err != nil && strings.Contains(err.Error(), "404"):
+			count["gone (purged)"]++
+		case err != nil:
+			count["unreadable"]++
+		default:
+			count[fmt.Sprintf("desired %s, client %s", info.DesiredStatus, info.ClientStatus)]++
+		}
+	}
+	keys := make([]string, 0, len(count))
+	for k := range count {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d %s", count[k], k))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// record adds a timed release of size k to the run's figures: the times to
+// <who>_release_to_gone_<k>_s, the tasks that outlived the budget to
+// <who>_release_still_running_<k>.
+func (b *bench) record(who string, k int, suffix string, rel released) {
+	b.addSamples(fmt.Sprintf("%s_release_to_gone_%d_s%s", who, k, suffix), rel.durs)
+	if rel.left > 0 {
+		b.r.add(fmt.Sprintf("%s_release_still_running_%d%s", who, k, suffix), float64(rel.left))
+	}
 }
 
 // --- figures -------------------------------------------------------------------

@@ -120,7 +120,9 @@ func (r *results) headline() *previousRun {
 	p := &previousRun{Started: r.Started, Duration: r.Duration, Targets: r.Targets}
 	for _, f := range r.Figures {
 		if isHeadlineFigure(f.Name) {
-			f.Values = nil
+			if len(f.Values) > 8 { // the release samples: their summary is enough
+				f.Values = nil
+			}
 			p.Figures = append(p.Figures, f)
 		}
 	}
@@ -640,11 +642,37 @@ func (r *results) releaseTable(p func(string, ...any)) {
 			if op != nil && raw != nil && raw.P99 > 0 {
 				ratio = fmt.Sprintf("%.2f", op.P99/raw.P99)
 			}
+			still := func(who string, f *figure, prev bool) string {
+				name := fmt.Sprintf("%s_release_still_running_%d%s", who, k, tp.suffix)
+				s := r.fig(name)
+				if prev {
+					s = r.Previous.fig(name)
+				}
+				return percentiles(f) + stillRunning(s)
+			}
 			prev := r.Previous.fig(fmt.Sprintf("operator_release_to_gone_%d_s%s", k, tp.suffix))
-			p("| %d%s | %s | %s | %s | %s |", k, strings.ReplaceAll(tp.suffix, "_", " "), percentiles(op), percentiles(raw), ratio, percentiles(prev))
+			p("| %d%s | %s | %s | %s | %s |", k, strings.ReplaceAll(tp.suffix, "_", " "),
+				still("operator", op, false), still("raw_nomad", raw, false), ratio, still("operator", prev, true))
 		}
 	}
 	p("")
+	p("A runner whose task still ran when the wait's budget (see Waits) was out is counted as \"still running\":")
+	p("its task was killed by the bench so the next repetition starts on a drained node, and its time (how long it")
+	p("had run after release) is a lower bound among the samples: a p99 marked ≥ is at least that.")
+	p("")
+}
+
+// stillRunning notes the tasks that outlived the budget, from a figure whose
+// values are counts per release.
+func stillRunning(f *figure) string {
+	if f == nil {
+		return ""
+	}
+	n := 0.0
+	for _, v := range f.Values {
+		n += v
+	}
+	return fmt.Sprintf(", **%.0f still running at the budget (p99 ≥)**", n)
 }
 
 // waitsSection states how the run bounded its waits.

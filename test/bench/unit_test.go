@@ -159,10 +159,13 @@ func TestLoadPrevious(t *testing.T) {
 
 func TestMarkdownStatesStatusWaitsAndFailures(t *testing.T) {
 	r := &results{Config: config{Reps: 1, N: 200, ClaimPool: 100, Claims: map[int]int{32: 50}, WaitFactor: 5}, Waits: newPace(5)}
+	r.Config.Claims[32] = 50
 	r.Waits.observeStart(200, 90*time.Second)
 	r.add("raw_nomad_register_to_running_200_s", 90)
 	r.add("operator_release_to_gone_200_s", 2)
 	r.add("raw_nomad_release_to_gone_200_s", 1)
+	r.add("operator_release_to_gone_50_s", 60)
+	r.add("operator_release_still_running_50", 1)
 	r.fail("cold fill", 1, "pool not filled | 114 idle", 300*time.Second, []string{"cold_fill_s = 92"})
 	r.evaluate()
 	md := r.markdown()
@@ -172,6 +175,7 @@ func TestMarkdownStatesStatusWaitsAndFailures(t *testing.T) {
 		"200 → 90.0 s (waits up to 450 s)",
 		"| cold fill | 1 | 300 s | pool not filled \\| 114 idle | cold_fill_s = 92 |",
 		"| 200 | 2 / 2 s (1) | 1 / 1 s (1) | 2.00 | – |",
+		"| 50 | 60 / 60 s (1), **1 still running at the budget (p99 ≥)** | – | – | – |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
