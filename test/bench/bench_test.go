@@ -90,7 +90,7 @@ func TestBench(t *testing.T) {
 	}
 	// The previous run's headline is read before this run overwrites its file.
 	b.r = &results{Config: cfg, Started: started.UTC().Format(time.RFC3339), Incomplete: true,
-		Waits: b.pace, Previous: loadPrevious(root), root: root}
+		Waits: b.pace, Previous: loadPrevious(root, cfg), root: root}
 
 	e, err := startEnv(ctx, t, root)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"sort"
 	"strings"
@@ -43,6 +44,7 @@ type failure struct {
 type previousRun struct {
 	Started  string   `json:"started"`
 	Duration string   `json:"duration"`
+	Config   config   `json:"config"`
 	Figures  []figure `json:"figures"`
 	Targets  []target `json:"targets"`
 }
@@ -117,7 +119,7 @@ func isHeadlineFigure(name string) bool {
 // headline is what the next run keeps of this one.
 func (r *results) headline() *previousRun {
 	r.summarise()
-	p := &previousRun{Started: r.Started, Duration: r.Duration, Targets: r.Targets}
+	p := &previousRun{Started: r.Started, Duration: r.Duration, Config: r.Config, Targets: r.Targets}
 	for _, f := range r.Figures {
 		if isHeadlineFigure(f.Name) {
 			if len(f.Values) > 8 { // the release samples: their summary is enough
@@ -129,9 +131,12 @@ func (r *results) headline() *previousRun {
 	return p
 }
 
-// loadPrevious reads the last complete run from docs/benchmarks.json: the file
-// itself, or what it kept of the run before it when it was cut short.
-func loadPrevious(root string) *previousRun {
+// loadPrevious finds the run to compare with in docs/benchmarks.json: the
+// run the file holds, or the one that run kept as its own previous; the
+// first of them that is complete and was measured with the same sizes (a
+// smoke run with BENCH_N=50 in between does not hide the last full run), else
+// the first complete one at all (the report then says the sizes differ).
+func loadPrevious(root string, cfg config) *previousRun {
 	b, err := os.ReadFile(filepath.Join(root, "docs", "benchmarks.json"))
 	if err != nil {
 		return nil
@@ -140,13 +145,28 @@ func loadPrevious(root string) *previousRun {
 	if err := json.Unmarshal(b, r); err != nil {
 		return nil
 	}
-	if r.Incomplete {
-		return r.Previous
+	var candidates []*previousRun
+	if !r.Incomplete && (len(r.Targets) > 0 || len(r.Figures) > 0) {
+		candidates = append(candidates, r.headline())
 	}
-	if len(r.Targets) == 0 && len(r.Figures) == 0 {
-		return nil
+	if r.Previous != nil {
+		candidates = append(candidates, r.Previous)
 	}
-	return r.headline()
+	for _, c := range candidates {
+		if sameSizes(c.Config, cfg) {
+			return c
+		}
+	}
+	if len(candidates) > 0 {
+		return candidates[0]
+	}
+	return nil
+}
+
+// sameSizes tells whether two runs measured the same work (k aside).
+func sameSizes(a, b config) bool {
+	a.WaitFactor, b.WaitFactor = 0, 0
+	return reflect.DeepEqual(a, b)
 }
 
 func (p *previousRun) fig(name string) *figure {
@@ -377,7 +397,7 @@ func (r *results) markdown() string {
 	if r.Previous != nil {
 		prevWhen = r.Previous.Started
 	}
-	p("The last column is the same target in the previous run (%s): its ratio (or value), and whether it was met.", prevWhen)
+	p("The last column is the same target in the previous run (%s): its ratio (or value), and whether it was met.%s", prevWhen, r.sizesNote())
 	p("")
 	p("| target | figure (median) | anchor | ratio | limit | met | previous run |")
 	p("| --- | --- | --- | --- | --- | --- | --- |")
@@ -590,6 +610,10 @@ func (r *results) speedTable(p func(string, ...any)) {
 	if r.Previous != nil {
 		prev = "previous run (" + r.Previous.Started + ")"
 	}
+	if note := r.sizesNote(); note != "" {
+		p("%s", strings.TrimSpace(note))
+		p("")
+	}
 	p("| anchor | this run: median (min–max) | %s: median (min–max) |", prev)
 	p("| --- | --- | --- |")
 	for _, tp := range r.Config.topologies() {
@@ -723,4 +747,13 @@ func cell(s string) string {
 		s = s[:600] + " …"
 	}
 	return s
+}
+
+// sizesNote warns when the previous run measured other sizes.
+func (r *results) sizesNote() string {
+	if r.Previous == nil || sameSizes(r.Previous.Config, r.Config) {
+		return ""
+	}
+	c := r.Previous.Config
+	return fmt.Sprintf(" **The previous run measured other sizes** (N %d, claim pool %d, %d repetitions, Nomad niced %v): compare with care.", c.N, c.ClaimPool, c.Reps, c.NomadNiced)
 }

@@ -123,8 +123,8 @@ func TestAddedSince(t *testing.T) {
 	}
 }
 
-// The previous run is the last complete one: a report cut short points past
-// itself to the run before it.
+// The previous run is the last complete one of the same sizes: a report cut
+// short, or a smoke run of other sizes, points past itself to the run before.
 func TestLoadPrevious(t *testing.T) {
 	root := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(root, "docs"), 0o755); err != nil {
@@ -139,21 +139,38 @@ func TestLoadPrevious(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if loadPrevious(root) != nil {
+	full, smoke := config{N: 200, Reps: 3}, config{N: 50, Reps: 2}
+	if loadPrevious(root, full) != nil {
 		t.Fatal("a previous run without a file")
 	}
-	done := &results{Started: "A", Targets: []target{{What: "t", Ratio: 1.1}}}
+	done := &results{Config: full, Started: "A", Targets: []target{{What: "t", Ratio: 1.1}}}
 	done.add("raw_nomad_register_to_running_50_s", 3)
 	done.add("claim_p99_ms_c1", 9)
 	save(done)
-	prev := loadPrevious(root)
+	prev := loadPrevious(root, full)
 	if prev == nil || prev.Started != "A" || prev.fig("raw_nomad_register_to_running_50_s").Median != 3 ||
 		prev.fig("claim_p99_ms_c1") != nil || prev.target("t").Ratio != 1.1 {
 		t.Fatalf("previous of a complete run: %+v", prev)
 	}
-	save(&results{Started: "B", Incomplete: true, Previous: prev})
-	if again := loadPrevious(root); again == nil || again.Started != "A" {
-		t.Fatalf("previous of a run cut short: %+v, want A", again)
+	save(&results{Config: full, Started: "B", Incomplete: true, Previous: prev})
+	if got := loadPrevious(root, full); got == nil || got.Started != "A" {
+		t.Fatalf("previous of a run cut short: %+v, want A", got)
+	}
+	// A smoke run compares with A (other sizes, said so) and keeps it.
+	fromSmoke := loadPrevious(root, smoke)
+	if fromSmoke == nil || fromSmoke.Started != "A" {
+		t.Fatalf("a smoke run's previous: %+v, want A", fromSmoke)
+	}
+	save(&results{Config: smoke, Started: "S", Targets: []target{{What: "t"}}, Previous: fromSmoke})
+	if got := loadPrevious(root, full); got == nil || got.Started != "A" {
+		t.Fatalf("a full run after a smoke run: %+v, want A", got)
+	}
+	if got := loadPrevious(root, smoke); got == nil || got.Started != "S" {
+		t.Fatalf("a smoke run after a smoke run: %+v, want S", got)
+	}
+	r := &results{Config: smoke, Previous: fromSmoke}
+	if !strings.Contains(r.sizesNote(), "other sizes") {
+		t.Error("no note on other sizes")
 	}
 }
 
