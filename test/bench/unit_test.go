@@ -193,6 +193,8 @@ func TestMarkdownStatesStatusWaitsAndFailures(t *testing.T) {
 		"| cold fill | 1 | 300 s | pool not filled \\| 114 idle | cold_fill_s = 92 |",
 		"| 200 | 2 / 2 s (1) | 1 / 1 s (1) | 2.00 | – |",
 		"| 50 | 60 / 60 s (1), **1 still running at the budget (p99 ≥)** | – | – | – |",
+		"| released runners whose task still runs after k × raw Nomad's stop = 0 (all repetitions), release of 50 | `operator_release_still_running_50` = 1 |  |  | 0 | **missed** | – |",
+		"| released runners whose task still runs after k × raw Nomad's stop = 0 (all repetitions), release of 200 | `operator_release_still_running_200` = 0 |  |  | 0 | met | – |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
