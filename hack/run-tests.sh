@@ -5,21 +5,29 @@
 source "$(dirname "$0")/lib.sh"
 set +e
 
+# The run's own temp dir. Every process the tests start inherits it (TMPDIR) or
+# names it (data, cert and task dirs lie under it), so the checks below judge
+# only this run's processes: a benchmark or another test run on the same
+# machine starts the same binaries and Nomad tasks, and is none of ours.
+tmp=${TMPDIR:-/tmp}
+run_tmp=$(mktemp -d "$tmp/nro-run-XXXXXX")
+export TMPDIR=$run_tmp
+
 ours() {
-  # PIDs of processes running a cached test binary, or a Nomad task (raw_exec
-  # tasks carry NOMAD_ALLOC_ID in their environment).
+  # PIDs of processes of this run running a cached test binary, or a Nomad
+  # task (raw_exec tasks carry NOMAD_ALLOC_ID in their environment).
   local p exe
   for p in /proc/[0-9]*; do
     exe=$(readlink "$p/exe" 2>/dev/null) || continue
     if [[ $exe == "$TOOLS_CACHE"/* ]] || tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -q '^NOMAD_ALLOC_ID='; then
-      echo "${p#/proc/}"
+      if grep -qsF "$run_tmp" "$p/environ" "$p/cmdline"; then
+        echo "${p#/proc/}"
+      fi
     fi
   done | sort
 }
 
-tmp=${TMPDIR:-/tmp}
 before=$(ours)
-marker=$(mktemp "$tmp/nro-run-XXXXXX")
 "$@"
 rc=$?
 
@@ -30,11 +38,10 @@ if [[ -n $leaked ]]; then
   for pid in $leaked; do ps -o pid=,args= -p "$pid" >&2; kill -9 "$pid" 2>/dev/null; done
   rc=1
 fi
-dirs=$(find "$tmp" -maxdepth 1 -name 'nro-test-*' -newer "$marker" 2>/dev/null)
+dirs=$(find "$run_tmp" -maxdepth 1 -name 'nro-test-*' 2>/dev/null)
 if [[ -n $dirs ]]; then
   log "tests left temp dirs behind: $dirs"
-  rm -rf $dirs
   rc=1
 fi
-rm -f "$marker"
+rm -rf "$run_tmp"
 exit $rc

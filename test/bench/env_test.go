@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -38,6 +39,7 @@ type env struct {
 	nomad   *nomad.Client // direct to the agent (the harness's own calls, uncounted)
 	counter *nomaddev.Counter
 	proxy   *httptest.Server
+	procs   *allocProcs // the agent's allocation processes, from /proc
 
 	direct    client.Client // writes and reads straight to the API server
 	clientset kubernetes.Interface
@@ -49,76 +51,79 @@ type env struct {
 	pprofURL   string
 }
 
-func startEnv(ctx context.Context, t *testing.T) *env {
+// startEnv starts the world; what it started is stopped by t's cleanups, also
+// when it fails part way.
+func startEnv(ctx context.Context, t *testing.T, root string) (*env, error) {
 	t.Helper()
-	e := &env{}
+	e := &env{root: root}
 	var err error
-	if e.root, err = controlplane.RepoRoot(); err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "manager")
 	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
 	build.Dir = e.root
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build manager: %v\n%s", err, out)
+		return nil, fmt.Errorf("build manager: %w\n%s", err, out)
 	}
 
 	// 200 runners of cpu 50 / memory 32 plus the claimed ones and the raw
 	// anchor's jobs: raise the dev node well above the default.
-	if e.agent, err = nomaddev.Start(ctx, nomaddev.Options{CPUTotalCompute: 80000, MemoryTotalMB: 65536}); err != nil {
-		t.Fatal(err)
-	}
+	// Nothing is measured yet: the starts below get fixed, generous bounds.
+	e.agent, err = nomaddev.Start(ctx, nomaddev.Options{CPUTotalCompute: 80000, MemoryTotalMB: 65536, StartTimeout: 5 * time.Minute})
 	t.Cleanup(e.agent.Stop)
+	if err != nil {
+		return nil, err
+	}
+	// The agent's data dir lies beside its log (see nomaddev.Agent.LogPath).
+	e.procs = newAllocProcs(filepath.Join(filepath.Dir(e.agent.LogPath), "data"))
 	if e.nomad, err = e.agent.Client(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	e.counter = nomaddev.NewCounter()
 	h, err := e.counter.Proxy(e.agent.Addr)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	e.proxy = httptest.NewServer(h)
 	t.Cleanup(e.proxy.Close)
 
 	if e.cp, err = controlplane.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	t.Cleanup(e.cp.Stop)
 	cfg := rest.CopyConfig(e.cp.Config)
 	cfg.QPS, cfg.Burst = -1, 0 // no client-side throttling in the harness
 	if e.direct, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()}); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if e.clientset, err = kubernetes.NewForConfig(cfg); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	c, err := cache.New(cfg, cache.Options{Scheme: controlplane.Scheme()})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	// A claimer service's cache: claim.Claim selects on the phase through its index.
 	if err := claim.IndexFields(ctx, c); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if _, err := c.GetInformer(ctx, &v1alpha1.Runner{}); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	go func() { _ = c.Start(ctx) }()
 	if !c.WaitForCacheSync(ctx) {
-		t.Fatal("harness cache did not sync")
+		return nil, errors.New("harness cache did not sync")
 	}
 	if e.cached, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme(), Cache: &client.CacheOptions{Reader: c}}); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 
-	port, pprofPort := freePort(t), freePort(t)
+	port, pprofPort := freePort(), freePort()
 	e.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	e.pprofURL = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof", pprofPort)
 	e.opLog = filepath.Join(dir, "operator.log")
 	logFile, err := os.Create(e.opLog)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	e.op = exec.Command(bin,
 		"--metrics-secure=false", fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port),
@@ -134,7 +139,7 @@ func startEnv(ctx context.Context, t *testing.T) *env {
 	}
 	e.op.Env = append(e.op.Env, "KUBECONFIG="+e.cp.Kubeconfig, "NOMAD_ADDR="+e.proxy.URL)
 	if err := e.op.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	t.Cleanup(func() {
 		e.resume()
@@ -150,17 +155,17 @@ func startEnv(ctx context.Context, t *testing.T) *env {
 		logFile.Close()
 	})
 	// Ready when its metrics answer and it has opened the event stream.
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		if _, err := e.metric("controller_runtime_reconcile_total", ""); err == nil && e.counter.Count("GET /v1/event/stream") > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("operator did not start; log %s:\n%s", e.opLog, tail(e.opLog))
+			return nil, fmt.Errorf("operator did not start within 3 minutes; log %s:\n%s", e.opLog, tail(e.opLog))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return e
+	return e, nil
 }
 
 // pause stops the operator process (SIGSTOP); resume continues it.
@@ -330,10 +335,10 @@ func (e *env) memory() (rss, hwm, heap float64) {
 	return rss, hwm, heap
 }
 
-func freePort(t *testing.T) int {
+func freePort() int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
