@@ -648,7 +648,7 @@ func (b *bench) releaseRunners(runners []*v1alpha1.Runner) (released, error) {
 		mu.Lock()
 		released[runners[i].Status.AllocationID] = time.Now()
 		mu.Unlock()
-		return claim.Release(b.ctx, b.e.direct, runners[i], runners[i].Status.Claim.Token)
+		return claim.Release(b.ctx, b.e.claimer, runners[i], runners[i].Status.Claim.Token)
 	})
 	rel := b.timeRelease(have, func(a string) time.Time { return released[a] }, len(runners), "claimed runners released")
 	errs := []error{relErr, rel.err}

@@ -19,10 +19,14 @@ import (
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
@@ -44,6 +48,11 @@ type env struct {
 	direct    client.Client // writes and reads straight to the API server
 	clientset kubernetes.Interface
 	cached    client.Client // reads from an informer cache, writes direct (how a claimer service runs)
+	// claimer claims and releases as a claimer service does: reads from the
+	// same cache, writes as a non-admin user bound to the shipped claimer role,
+	// so every claim passes the shipped admission policies (an admin's would
+	// skip them).
+	claimer client.Client
 
 	op         *exec.Cmd
 	opLog      string
@@ -114,6 +123,13 @@ func startEnv(ctx context.Context, t *testing.T, root string) (*env, error) {
 		return nil, errors.New("harness cache did not sync")
 	}
 	if e.cached, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme(), Cache: &client.CacheOptions{Reader: c}}); err != nil {
+		return nil, err
+	}
+	claimerCfg, err := claimerConfig(ctx, e.cp, e.root)
+	if err != nil {
+		return nil, err
+	}
+	if e.claimer, err = client.New(claimerCfg, client.Options{Scheme: controlplane.Scheme(), Cache: &client.CacheOptions{Reader: c}}); err != nil {
 		return nil, err
 	}
 
@@ -355,4 +371,35 @@ func tail(path string) string {
 		b = b[len(b)-4000:]
 	}
 	return string(b)
+}
+
+// claimerConfig binds the shipped claimer ClusterRole (config/rbac) to a new
+// user in every namespace and returns that user's config, unthrottled.
+func claimerConfig(ctx context.Context, cp *controlplane.ControlPlane, root string) (*rest.Config, error) {
+	raw, err := os.ReadFile(filepath.Join(root, "config", "rbac", "claimer_role.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.Unmarshal(raw, role); err != nil {
+		return nil, fmt.Errorf("read claimer role: %w", err)
+	}
+	const user = "bench-claimer"
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: user}},
+	}
+	for _, o := range []client.Object{role, binding} {
+		if err := cp.Client.Create(ctx, o); err != nil {
+			return nil, fmt.Errorf("install the claimer role: %w", err)
+		}
+	}
+	u, err := cp.Env.AddUser(envtest.User{Name: user}, nil)
+	if err != nil {
+		return nil, err
+	}
+	cfg := u.Config()
+	cfg.QPS, cfg.Burst = -1, 0
+	return cfg, nil
 }

@@ -285,7 +285,7 @@ func claims(ctx context.Context, e *env, ns, name string, c, m int, timeout time
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		t0 := time.Now()
-		rn, err := claim.Claim(cctx, e.cached, ns, name, claim.Options{Holder: fmt.Sprintf("bench-%d", i), Wait: true, RetryInterval: 20 * time.Millisecond, Stats: st})
+		rn, err := claim.Claim(cctx, e.claimer, ns, name, claim.Options{Holder: fmt.Sprintf("bench-%d", i), Wait: true, RetryInterval: 20 * time.Millisecond, Stats: st})
 		lat[i] = time.Since(t0)
 		got[i] = rn
 		mu.Lock()
