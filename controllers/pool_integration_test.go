@@ -411,12 +411,21 @@ var _ = Describe("Claims and orphans", func() {
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { _, _, _ = nomadAPI.Jobs().Deregister(otherInstance, true, nil) })
 
-		// Two passes: one stops the job, a later one purges it once its task ended.
+		// Two passes: one stops the job, a later one purges it once the client
+		// has ended its task (which takes the client long on a loaded machine).
+		Eventually(func(g Gomega) {
+			job, _, err := nomadAPI.Jobs().Info(orphanID, nil)
+			if err != nil {
+				g.Expect(err).To(MatchError(ContainSubstring("404")))
+				return
+			}
+			g.Expect(*job.Stop).To(BeTrue(), "the orphan is stopped first")
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 		Eventually(func() error {
 			_, _, err := nomadAPI.Jobs().Info(orphanID, nil)
 			return err
-		}).WithTimeout(60 * time.Second).Should(MatchError(ContainSubstring("404")))
+		}).WithTimeout(120 * time.Second).Should(MatchError(ContainSubstring("404")))
 		_, _, err = nomadAPI.Jobs().Info(otherInstance, nil)
 		Expect(err).NotTo(HaveOccurred(), "another operator instance's job must survive")
-	}, SpecTimeout(90*time.Second))
+	}, SpecTimeout(240*time.Second))
 })
