@@ -81,6 +81,10 @@ bench: manifests test-bins ## Benchmarks against the physical limits (real contr
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) NOMAD_BIN=$(NOMAD) KUBECTL=$(KUBECTL) NRO_BENCH=1 \
 		go test ./test/bench/ -run TestBench -count=1 -v -timeout $(BENCH_TIMEOUT) $(BENCH_ARGS)
 
+.PHONY: bench-admission
+bench-admission: manifests test-bins ## What the admission policies add to a claim (real API server, no Nomad): admin vs claimer-role user vs no policies.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) NRO_BENCH=1 go test ./test/bench/ -run TestAdmissionCost -count=1 -v -timeout 10m
+
 .PHONY: bench-report
 bench-report: ## Write docs/BENCHMARKS.md again from docs/benchmarks.json and test/bench/findings.md (no measuring).
 	NRO_BENCH_RENDER=1 go test ./test/bench/ -run TestRenderReport -count=1
