@@ -4,20 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
@@ -100,25 +95,8 @@ var _ = Describe("Claiming with the claim package", func() {
 	}, SpecTimeout(240*time.Second))
 
 	It("lets a user bound to the claimer role claim, renew and release, and nothing more", func(ctx SpecContext) {
-		root, err := controlplane.RepoRoot()
-		Expect(err).NotTo(HaveOccurred())
-		raw, err := os.ReadFile(filepath.Join(root, "config", "rbac", "claimer_role.yaml"))
-		Expect(err).NotTo(HaveOccurred())
-		role := &rbacv1.ClusterRole{}
-		Expect(yaml.Unmarshal(raw, role)).To(Succeed())
-		role.Name = "claimer-" + ns
-		Expect(k8sClient.Create(ctx, role)).To(Succeed())
-		DeferCleanup(func(ctx context.Context) { Expect(k8sClient.Delete(ctx, role)).To(Succeed()) })
-		Expect(k8sClient.Create(ctx, &rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: "claimers", Namespace: ns},
-			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
-			Subjects:   []rbacv1.Subject{{Kind: "User", Name: "grader-" + ns}},
-		})).To(Succeed())
-		user, err := testEnv.AddUser(envtest.User{Name: "grader-" + ns}, nil)
-		Expect(err).NotTo(HaveOccurred())
-		claimer, err := client.New(user.Config(), client.Options{Scheme: controlplane.Scheme()})
-		Expect(err).NotTo(HaveOccurred())
-
+		claimer, _ := userBoundTo(ctx, ns, shippedRole(ctx, "claimer_role.yaml", ns), "grader")
+		var err error
 		newEnvironment(ctx, ns, "python", 1)
 		expectIdlePool(ctx, ns, "python", 1, 0)
 		var rn *v1alpha1.Runner
