@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -122,17 +123,28 @@ func (r *ExecutionEnvironmentReconciler) reconcileNormal(ctx context.Context, ee
 	}
 	_, hash, err := r.Renderer.Render(ctx, ee)
 	if err != nil {
-		if errors.Is(err, nomadbridge.ErrInvalidJob) {
-			if c := meta.FindStatusCondition(ee.Status.Conditions, v1alpha1.TemplateValidCondition); c == nil ||
-				c.Status != metav1.ConditionFalse || c.ObservedGeneration != ee.Generation {
-				r.Recorder.Eventf(ee, nil, corev1.EventTypeWarning, v1alpha1.ReasonTemplateInvalid, "Render", "%v", err)
-			}
-			setTemplateCondition(ee, err)
-			// Only a spec change fixes it; that change triggers a new reconcile.
-			return reconcile.Result{}, nil
+		invalid, refused := errors.Is(err, nomadbridge.ErrInvalidJob), errors.Is(err, nomadbridge.ErrPolicyViolation)
+		if !invalid && !refused {
+			setNomadCondition(ee, err)
+			return reconcile.Result{}, err
 		}
-		setNomadCondition(ee, err)
-		return reconcile.Result{}, err
+		reason := v1alpha1.ReasonTemplateInvalid
+		if refused {
+			reason = v1alpha1.ReasonPolicyViolation
+		}
+		before := meta.FindStatusCondition(ee.Status.Conditions, v1alpha1.TemplateValidCondition)
+		setTemplateCondition(ee, err)
+		after := meta.FindStatusCondition(ee.Status.Conditions, v1alpha1.TemplateValidCondition)
+		if before == nil || before.Status != metav1.ConditionFalse || before.ObservedGeneration != ee.Generation || before.Message != after.Message {
+			r.Recorder.Eventf(ee, nil, corev1.EventTypeWarning, reason, "Render", "%v", err)
+		}
+		if refused {
+			// What runs was made from a job the platform no longer allows:
+			// unclaimed runners go; claimed ones stay with their holders.
+			return reconcile.Result{}, r.removeUnclaimed(ctx, ee, runners)
+		}
+		// Only a spec change fixes it; that change triggers a new reconcile.
+		return reconcile.Result{}, nil
 	}
 	setTemplateCondition(ee, nil)
 	setNomadCondition(ee, nil)
@@ -331,6 +343,20 @@ func (r *ExecutionEnvironmentReconciler) deleteRunner(ctx context.Context, ee *v
 	return nil
 }
 
+// removeUnclaimed deletes every runner of the environment that nobody holds,
+// each on the version judged, so that one claimed meanwhile stays.
+func (r *ExecutionEnvironmentReconciler) removeUnclaimed(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner) error {
+	var errs []error
+	for i := range runners {
+		rn := &runners[i]
+		if !rn.DeletionTimestamp.IsZero() || rn.Status.Claim != nil {
+			continue
+		}
+		errs = append(errs, r.deleteRunner(ctx, ee, rn))
+	}
+	return errors.Join(errs...)
+}
+
 // reconcileDelete drains the environment: unclaimed runners go at once,
 // claimed ones live until their holders release them (or time out, or fail),
 // unless EndClaimsAnnotation says to end them now. The environment stays
@@ -437,13 +463,35 @@ func (r *ExecutionEnvironmentReconciler) listRunners(ctx context.Context, ee *v1
 func (r *ExecutionEnvironmentReconciler) SetupWithManager(mgr manager.Manager, opts controller.Options) error {
 	b := ctrl.ControllerManagedBy(mgr).
 		For(&v1alpha1.ExecutionEnvironment{}).
-		Owns(&v1alpha1.Runner{})
+		Owns(&v1alpha1.Runner{}).
+		// A policy, or the labels that select a namespace's policies, decide
+		// what every environment of a namespace may run.
+		Watches(&v1alpha1.EnvironmentPolicy{}, handler.EnqueueRequestsFromMapFunc(r.environmentsIn(""))).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.environmentsIn(o.GetName())(ctx, o)
+		}), ctrl.WithPredicates(predicate.LabelChangedPredicate{}))
 	if r.Nomad != nil {
 		b = b.WatchesRawSource(source.Channel(r.Nomad.Changes(), &handler.EnqueueRequestForObject{}))
 	}
 	return b.WithOptions(opts).
 		Named("executionenvironment").
 		Complete(r)
+}
+
+// environmentsIn maps an event to every environment of a namespace ("" for all).
+func (r *ExecutionEnvironmentReconciler) environmentsIn(namespace string) handler.MapFunc {
+	return func(ctx context.Context, _ client.Object) []reconcile.Request {
+		list := &v1alpha1.ExecutionEnvironmentList{}
+		if err := r.List(ctx, list, client.InNamespace(namespace)); err != nil {
+			log.FromContext(ctx).Error(err, "Listing ExecutionEnvironments to check against a changed policy")
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(list.Items))
+		for _, ee := range list.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&ee)})
+		}
+		return reqs
+	}
 }
 
 // Selector is the label selector of an environment's runners.

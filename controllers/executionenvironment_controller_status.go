@@ -61,6 +61,11 @@ func setCond(ee *v1alpha1.ExecutionEnvironment, t string, ok bool, reason, messa
 }
 
 func setTemplateCondition(ee *v1alpha1.ExecutionEnvironment, err error) {
+	if errors.Is(err, nomadbridge.ErrPolicyViolation) {
+		msg := err.Error()
+		setCond(ee, v1alpha1.TemplateValidCondition, false, v1alpha1.ReasonPolicyViolation, strings.ToUpper(msg[:1])+msg[1:]+".")
+		return
+	}
 	if err != nil {
 		msg := err.Error()
 		if i := strings.Index(msg, nomadbridge.ErrInvalidJob.Error()+": "); i >= 0 {
@@ -73,7 +78,7 @@ func setTemplateCondition(ee *v1alpha1.ExecutionEnvironment, err error) {
 }
 
 func setNomadCondition(ee *v1alpha1.ExecutionEnvironment, err error) {
-	if err != nil && !errors.Is(err, nomadbridge.ErrInvalidJob) {
+	if err != nil && !errors.Is(err, nomadbridge.ErrInvalidJob) && !errors.Is(err, nomadbridge.ErrPolicyViolation) {
 		setCond(ee, v1alpha1.NomadReachableCondition, false, v1alpha1.ReasonNomadUnreachable, fmt.Sprintf("Calling Nomad failed: %v.", err))
 		return
 	}

@@ -359,7 +359,7 @@ func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner
 	}
 	envJob, hash, err := r.Renderer.Render(ctx, ee)
 	if err != nil {
-		if errors.Is(err, nomadbridge.ErrInvalidJob) {
+		if errors.Is(err, nomadbridge.ErrInvalidJob) || errors.Is(err, nomadbridge.ErrPolicyViolation) {
 			return false, nil // the environment reports it
 		}
 		return false, err

@@ -58,7 +58,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if o.StatusCountsInterval == 0 {
 		o.StatusCountsInterval = time.Second
 	}
-	renderer := &Renderer{Bridge: o.Bridge, DefaultTemplate: o.DefaultTemplate}
+	renderer := &Renderer{Bridge: o.Bridge, DefaultTemplate: o.DefaultTemplate, Policies: &Policies{Reader: mgr.GetClient()}}
 	nomadEvents := make(chan event.GenericEvent, 1024)
 	store := NewJobStore()
 	opts := controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}

@@ -76,6 +76,8 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(cp.Stop)
 	testEnv, k8sClient, kubeconfig = cp.Env, cp.Client, cp.Kubeconfig
+	// The dev agent runs raw_exec only, which the built-in policy refuses.
+	Expect(controlplane.AllowRawExec(ctx, k8sClient)).To(Succeed())
 
 	// The operator runs as config/default deploys it: as its ServiceAccount with
 	// exactly the rendered RBAC, leader election in its namespace, and metrics

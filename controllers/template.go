@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 
 	nomad "github.com/hashicorp/nomad/api"
@@ -20,6 +22,9 @@ type Renderer struct {
 	// DefaultTemplate is the job (HCL or JSON) used when spec.templateJob is
 	// empty; empty means nomadbridge.DefaultTemplate.
 	DefaultTemplate string
+	// Policies finds the environment policies a job must pass (nil: the
+	// built-in default only).
+	Policies *Policies
 
 	mu    sync.Mutex
 	cache map[types.UID]rendered
@@ -27,31 +32,46 @@ type Renderer struct {
 
 type rendered struct {
 	generation int64
+	policies   string // the policies the job was checked against
 	job        *nomad.Job
 	hash       string
-	err        error // only ErrInvalidJob is cached: it needs a spec change
+	err        error // only ErrInvalidJob and ErrPolicyViolation are cached: they need a change of spec or policy
 }
 
-// Render returns the environment job and its hash. An error wrapping
-// nomadbridge.ErrInvalidJob means the template is wrong (Nomad's message is in
-// it); any other error is Nomad being unreachable or failing, worth a retry.
+// Render returns the environment job and its hash, once it passed the
+// environment's policies. An error wrapping nomadbridge.ErrInvalidJob means
+// the template is wrong (Nomad's message is in it), one wrapping
+// nomadbridge.ErrPolicyViolation that the platform's policy refuses what it
+// asks for; any other error is Nomad or the API server failing, worth a retry.
 func (r *Renderer) Render(ctx context.Context, ee *v1alpha1.ExecutionEnvironment) (*nomad.Job, string, error) {
+	namespace, region, err := r.Bridge.Placement(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	policies, err := r.Policies.For(ctx, ee.Namespace, namespace)
+	if err != nil {
+		return nil, "", err
+	}
+	key, err := json.Marshal(policies)
+	if err != nil {
+		return nil, "", fmt.Errorf("key environment policies: %w", err)
+	}
 	r.mu.Lock()
 	c, ok := r.cache[ee.UID]
 	r.mu.Unlock()
-	if ok && c.generation == ee.Generation {
+	if ok && c.generation == ee.Generation && c.policies == string(key) {
 		return c.job, c.hash, c.err
 	}
 
-	job, hash, err := r.render(ctx, ee)
-	if err != nil && !errors.Is(err, nomadbridge.ErrInvalidJob) {
+	job, hash, err := r.render(ctx, ee, policies, namespace, region)
+	if err != nil && !errors.Is(err, nomadbridge.ErrInvalidJob) && !errors.Is(err, nomadbridge.ErrPolicyViolation) {
 		return nil, "", err
 	}
 	r.mu.Lock()
 	if r.cache == nil {
 		r.cache = map[types.UID]rendered{}
 	}
-	r.cache[ee.UID] = rendered{generation: ee.Generation, job: job, hash: hash, err: err}
+	r.cache[ee.UID] = rendered{generation: ee.Generation, policies: string(key), job: job, hash: hash, err: err}
 	r.mu.Unlock()
 	return job, hash, err
 }
@@ -63,7 +83,7 @@ func (r *Renderer) Forget(uid types.UID) {
 	r.mu.Unlock()
 }
 
-func (r *Renderer) render(ctx context.Context, ee *v1alpha1.ExecutionEnvironment) (*nomad.Job, string, error) {
+func (r *Renderer) render(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, policies []nomadbridge.JobPolicy, namespace, region string) (*nomad.Job, string, error) {
 	var template *nomad.Job
 	var err error
 	src := ee.Spec.TemplateJob
@@ -85,8 +105,19 @@ func (r *Renderer) render(ctx context.Context, ee *v1alpha1.ExecutionEnvironment
 	if err != nil {
 		return nil, "", err
 	}
-	job, err := nomadbridge.RenderEnvironmentJob(template, environmentSpec(ee, oversubscription))
+	spec := environmentSpec(ee, oversubscription)
+	spec.OperatorNamespace, spec.OperatorRegion = namespace, region
+	for _, p := range policies {
+		if spec.PidsLimit == 0 || p.MaxPids < spec.PidsLimit {
+			spec.PidsLimit = p.MaxPids
+		}
+	}
+	job, err := nomadbridge.RenderEnvironmentJob(template, spec)
 	if err != nil {
+		return nil, "", err
+	}
+	// The job a runner would really get, before Nomad sees any of it.
+	if err := nomadbridge.CheckJobPolicies(job, spec, policies); err != nil {
 		return nil, "", err
 	}
 	// Validate what a runner will actually be registered as.

@@ -93,6 +93,10 @@ type Client interface {
 	// MemoryOversubscription tells whether Nomad's scheduler honours memory_max.
 	MemoryOversubscription(ctx context.Context) (bool, error)
 
+	// Placement returns the Nomad namespace of jobs that name none (the
+	// operator's default) and the one region this client talks to.
+	Placement(ctx context.Context) (namespace, region string, err error)
+
 	// Instance is the operator instance whose jobs this client touches.
 	Instance() string
 }

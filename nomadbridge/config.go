@@ -96,5 +96,10 @@ func NewClientFromConfig(c Config) (*NomadClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create nomad client for %s: %w", cfg.Address, err)
 	}
-	return NewClient(api, c.Instance)
+	client, err := NewClient(api, c.Instance)
+	if err != nil {
+		return nil, err
+	}
+	client.placement.namespace, client.placement.region = cfg.Namespace, cfg.Region
+	return client, nil
 }

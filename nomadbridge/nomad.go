@@ -13,8 +13,9 @@ import (
 
 // NomadClient is the Client over a real Nomad API.
 type NomadClient struct {
-	api      *nomad.Client
-	instance string
+	api       *nomad.Client
+	instance  string
+	placement placement
 }
 
 var _ Client = (*NomadClient)(nil)

@@ -38,10 +38,21 @@ type EnvironmentSpec struct {
 	MemoryMB      int // hard ceiling
 	NetworkAccess bool
 	ExposedPorts  []int
-	Namespace     string
-	Region        string
-	Datacenters   []string
-	NodePool      string
+	// Namespace, Region, Datacenters and NodePool are the environment's
+	// spec.nomad: where set, they win over the template's.
+	Namespace   string
+	Region      string
+	Datacenters []string
+	NodePool    string
+	// OperatorNamespace is the Nomad namespace of runners that neither the
+	// spec nor the template places: the operator's default.
+	OperatorNamespace string
+	// OperatorRegion is the one Nomad region the operator talks to; a job
+	// asking for another is refused.
+	OperatorRegion string
+	// PidsLimit is the docker pids_limit of tasks whose template leaves it
+	// unset (0: leave it unset).
+	PidsLimit int
 	// MemoryOversubscription says whether the Nomad cluster honours memory_max
 	// (its scheduler configuration). Without it Nomad enforces `memory` as the
 	// ceiling, so the runner must reserve its whole limit.
@@ -53,7 +64,10 @@ type EnvironmentSpec struct {
 func DefaultTemplate() *nomad.Job {
 	task := nomad.NewTask("runner", "docker").
 		SetConfig("command", "sleep").
-		SetConfig("args", []string{"infinity"})
+		SetConfig("args", []string{"infinity"}).
+		// cpuLimit is a ceiling, not a share: a busy loop must not slow the
+		// runners next to it.
+		SetConfig("cpu_hard_limit", true)
 	job := nomad.NewServiceJob("template", "template", "", 50)
 	job.AddTaskGroup(nomad.NewTaskGroup("runner", 1).AddTask(task))
 	return job
@@ -89,6 +103,11 @@ func RenderEnvironmentJob(template *nomad.Job, spec EnvironmentSpec) (*nomad.Job
 		return nil, fmt.Errorf("render runner job: %w: no template", ErrInvalidJob)
 	}
 	job := deepCopyJob(template)
+	// A group of count 0 never runs: Poseidon's templates carry one for
+	// their own bookkeeping.
+	job.TaskGroups = slices.DeleteFunc(job.TaskGroups, func(g *nomad.TaskGroup) bool {
+		return g != nil && g.Count != nil && *g.Count == 0
+	})
 	if len(job.TaskGroups) != 1 {
 		return nil, fmt.Errorf("render runner job: %w: a runner template needs exactly one group, it has %d", ErrInvalidJob, len(job.TaskGroups))
 	}
@@ -102,8 +121,12 @@ func RenderEnvironmentJob(template *nomad.Job, spec EnvironmentSpec) (*nomad.Job
 	if len(group.Tasks) == 0 {
 		return nil, fmt.Errorf("render runner job: %w: group %q has no task", ErrInvalidJob, deref(group.Name))
 	}
-	if t := deref(job.Type); t != "" && t != nomad.JobTypeService {
-		return nil, fmt.Errorf("render runner job: %w: type %q: a runner job must be a service job", ErrInvalidJob, t)
+	// A batch job becomes a service job: with no restarts and no
+	// rescheduling (the defaults below, which Poseidon's batch templates set
+	// themselves) both run one allocation until it is stopped, and one job
+	// type keeps one mapping from allocations to a runner's phase.
+	if t := deref(job.Type); t != "" && t != nomad.JobTypeService && t != nomad.JobTypeBatch {
+		return nil, fmt.Errorf("render runner job: %w: type %q: a runner job must be a service or batch job", ErrInvalidJob, t)
 	}
 	if job.Periodic != nil || job.ParameterizedJob != nil {
 		return nil, fmt.Errorf("render runner job: %w: a runner job cannot be periodic or parameterized", ErrInvalidJob)
@@ -113,7 +136,9 @@ func RenderEnvironmentJob(template *nomad.Job, spec EnvironmentSpec) (*nomad.Job
 	// runner goes away when the pool shrinks.
 	group.Count = ptr(1)
 
-	applyPlacement(job, spec)
+	if err := applyPlacement(job, spec); err != nil {
+		return nil, err
+	}
 	if len(job.Spreads) == 0 && len(group.Spreads) == 0 {
 		job.Spreads = []*nomad.Spread{{Attribute: "${node.unique.id}"}}
 	}
@@ -129,8 +154,15 @@ func RenderEnvironmentJob(template *nomad.Job, spec EnvironmentSpec) (*nomad.Job
 		group.EphemeralDisk = &nomad.EphemeralDisk{SizeMB: ptr(DefaultEphemeralDiskMB)}
 	}
 
-	// The first task is the runner; the others (sidecars) keep what the template says.
+	// The first task is the runner; the others (sidecars) keep what the
+	// template says, and their resources come out of the environment's limits.
 	task := group.Tasks[0]
+	sidecarCPU, sidecarMemory := sidecarResources(group.Tasks[1:])
+	cpu, memory := spec.CPU-sidecarCPU, spec.MemoryMB-sidecarMemory
+	if cpu < 1 || memory < MinTaskMemoryMB {
+		return nil, fmt.Errorf("render runner job: %w: the sidecars of group %q reserve %d MHz and %d MB, which leaves the runner task less than 1 MHz or %d MB of the environment's cpuLimit %d and memoryLimit %d",
+			ErrInvalidJob, deref(group.Name), sidecarCPU, sidecarMemory, MinTaskMemoryMB, spec.CPU, spec.MemoryMB)
+	}
 	if task.KillSignal == "" {
 		task.KillSignal = DefaultKillSignal
 	}
@@ -143,13 +175,13 @@ func RenderEnvironmentJob(template *nomad.Job, spec EnvironmentSpec) (*nomad.Job
 	if task.Resources == nil {
 		task.Resources = &nomad.Resources{}
 	}
-	task.Resources.CPU = ptr(spec.CPU)
+	task.Resources.CPU = ptr(cpu)
 	task.Resources.Cores = nil
-	if spec.MemoryOversubscription && spec.MemoryMB > DefaultMemoryReservationMB {
+	if spec.MemoryOversubscription && memory > DefaultMemoryReservationMB {
 		task.Resources.MemoryMB = ptr(DefaultMemoryReservationMB)
-		task.Resources.MemoryMaxMB = ptr(spec.MemoryMB)
+		task.Resources.MemoryMaxMB = ptr(memory)
 	} else {
-		task.Resources.MemoryMB = ptr(spec.MemoryMB)
+		task.Resources.MemoryMB = ptr(memory)
 		task.Resources.MemoryMaxMB = nil
 	}
 	if isContainerDriver(task.Driver) {
@@ -157,6 +189,16 @@ func RenderEnvironmentJob(template *nomad.Job, spec EnvironmentSpec) (*nomad.Job
 			task.Config = map[string]any{}
 		}
 		task.Config["image"] = spec.Image
+	}
+	for _, t := range group.Tasks {
+		if t.Driver == "docker" && spec.PidsLimit > 0 {
+			if t.Config == nil {
+				t.Config = map[string]any{}
+			}
+			if _, set := t.Config["pids_limit"]; !set {
+				t.Config["pids_limit"] = spec.PidsLimit
+			}
+		}
 	}
 	applyNetwork(group, task, spec)
 	if job.Meta == nil {
@@ -213,41 +255,61 @@ func TemplateHash(envJob *nomad.Job) (string, error) {
 	return hex.EncodeToString(sum[:])[:16], nil
 }
 
-func applyPlacement(job *nomad.Job, spec EnvironmentSpec) {
-	// An empty string is not "unset" to Nomad's validation: clear it, so the
-	// agent's own region and namespace apply.
-	if deref(job.Region) == "" {
-		job.Region = nil
+// applyPlacement puts the job where the spec says, else where the template
+// says, else in the operator's default namespace. Whether it may go there is
+// the environment policy's question; the region is the operator's own, as
+// every call it makes for a runner goes to that one region.
+func applyPlacement(job *nomad.Job, spec EnvironmentSpec) error {
+	pick := func(specValue string, templateValue *string, fallback string) *string {
+		switch {
+		case specValue != "":
+			return ptr(specValue)
+		case deref(templateValue) != "":
+			return templateValue
+		case fallback != "":
+			return ptr(fallback)
+		}
+		return nil
 	}
-	if deref(job.Namespace) == "" {
-		job.Namespace = nil
+	if region := deref(pick(spec.Region, job.Region, "")); region != "" && region != spec.OperatorRegion {
+		return fmt.Errorf("render runner job: %w: region %q: this operator serves Nomad region %q only (run one operator per region)", ErrInvalidJob, region, spec.OperatorRegion)
 	}
-	if spec.Namespace != "" {
-		job.Namespace = ptr(spec.Namespace)
-	}
-	if spec.Region != "" {
-		job.Region = ptr(spec.Region)
-	}
+	// Unset, the region is the one of the operator's client.
+	job.Region = nil
+	job.Namespace = pick(spec.Namespace, job.Namespace, spec.OperatorNamespace)
+	job.NodePool = pick(spec.NodePool, job.NodePool, "")
 	if len(spec.Datacenters) > 0 {
 		job.Datacenters = append([]string(nil), spec.Datacenters...)
 	}
 	if len(job.Datacenters) == 0 {
 		job.Datacenters = []string{"*"}
 	}
-	if spec.NodePool != "" {
-		job.NodePool = ptr(spec.NodePool)
-	}
+	return nil
 }
 
 // applyNetwork enforces the environment's network: none unless networkAccess,
 // and with it the exposed ports mapped to dynamic host ports.
 func applyNetwork(group *nomad.TaskGroup, task *nomad.Task, spec EnvironmentSpec) {
 	if !spec.NetworkAccess {
-		group.Networks = nil
-		task.Resources.Networks = nil
-		if isContainerDriver(task.Driver) {
-			task.Config["network_mode"] = "none"
-			delete(task.Config, "ports")
+		// A template's own `network { mode = "none" }` is what isolates a
+		// task of a driver without network_mode (exec, raw_exec, java): keep
+		// it, without ports. Any other group network gives access: drop it.
+		var isolated []*nomad.NetworkResource
+		if len(group.Networks) > 0 && group.Networks[0] != nil && group.Networks[0].Mode == "none" {
+			isolated = []*nomad.NetworkResource{{Mode: "none"}}
+		}
+		group.Networks = isolated
+		for _, t := range group.Tasks {
+			if t.Resources != nil {
+				t.Resources.Networks = nil
+			}
+			if isContainerDriver(t.Driver) {
+				if t.Config == nil {
+					t.Config = map[string]any{}
+				}
+				t.Config["network_mode"] = "none"
+				delete(t.Config, "ports")
+			}
 		}
 		return
 	}
@@ -308,3 +370,29 @@ func deepCopyJob(job *nomad.Job) *nomad.Job {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// MinTaskMemoryMB is Nomad's floor for a task's memory.
+const MinTaskMemoryMB = 10
+
+// sidecarResources sums the CPU (MHz) and memory ceiling (MB) of the tasks
+// beside the runner task, with Nomad's defaults for what a task leaves unset,
+// so that all of a runner's tasks together stay within its environment's limits.
+func sidecarResources(tasks []*nomad.Task) (cpu, memory int) {
+	defaults := nomad.DefaultResources()
+	for _, t := range tasks {
+		r := t.Resources
+		if r == nil {
+			r = &nomad.Resources{}
+		}
+		c, m := r.CPU, r.MemoryMB
+		if c == nil {
+			c = defaults.CPU
+		}
+		if m == nil {
+			m = defaults.MemoryMB
+		}
+		cpu += *c
+		memory += max(*m, derefInt(r.MemoryMaxMB))
+	}
+	return cpu, memory
+}

@@ -12,7 +12,7 @@ import (
 )
 
 func baseSpec() nomadbridge.EnvironmentSpec {
-	return nomadbridge.EnvironmentSpec{Image: "python:3.13", CPU: 200, MemoryMB: 512}
+	return nomadbridge.EnvironmentSpec{Image: "python:3.13", CPU: 200, MemoryMB: 512, OperatorNamespace: "default", OperatorRegion: "global", PidsLimit: 1024}
 }
 
 func rawExecTemplate() *nomad.Job {
@@ -53,6 +53,10 @@ func TestRenderEnvironmentJob(t *testing.T) {
 			expect(t, "datacenters", len(job.Datacenters) == 1 && job.Datacenters[0] == "*", true)
 			expect(t, "type", *job.Type, "service")
 			expect(t, "image meta", job.Meta[nomadbridge.MetaImage], "python:3.13")
+			expect(t, "namespace: the operator's", *job.Namespace, "default")
+			expect(t, "region: the client's", job.Region == nil, true)
+			expect(t, "pids_limit", task.Config["pids_limit"], any(1024))
+			expect(t, "cpu_hard_limit", task.Config["cpu_hard_limit"], any(true))
 		},
 	}, {
 		name:     "memory oversubscription: small reservation, limit as memory_max",
@@ -150,16 +154,96 @@ func TestRenderEnvironmentJob(t *testing.T) {
 			expect(t, "image meta", job.Meta[nomadbridge.MetaImage], "python:3.13")
 		},
 	}, {
-		name:     "placement overrides",
-		template: rawExecTemplate,
+		name: "placement: the spec wins over the template, the region is the operator's",
+		template: func() *nomad.Job {
+			j := rawExecTemplate()
+			j.Namespace, j.NodePool, j.Region = ptr.To("template-ns"), ptr.To("template-pool"), ptr.To("global")
+			return j
+		},
 		spec: func(s *nomadbridge.EnvironmentSpec) {
-			s.Namespace, s.Region, s.Datacenters, s.NodePool = "runners", "eu", []string{"dc1", "dc2"}, "sandbox"
+			s.Namespace, s.Region, s.Datacenters, s.NodePool = "runners", "global", []string{"dc1", "dc2"}, "sandbox"
 		},
 		check: func(t *testing.T, job *nomad.Job) {
 			expect(t, "namespace", *job.Namespace, "runners")
-			expect(t, "region", *job.Region, "eu")
+			expect(t, "region left to the client", job.Region == nil, true)
 			expect(t, "datacenters", len(job.Datacenters) == 2 && job.Datacenters[1] == "dc2", true)
 			expect(t, "node pool", *job.NodePool, "sandbox")
+		},
+	}, {
+		name: "placement: the template's where the spec is silent",
+		template: func() *nomad.Job {
+			j := rawExecTemplate()
+			j.Namespace, j.NodePool = ptr.To("template-ns"), ptr.To("template-pool")
+			return j
+		},
+		check: func(t *testing.T, job *nomad.Job) {
+			expect(t, "namespace", *job.Namespace, "template-ns")
+			expect(t, "node pool", *job.NodePool, "template-pool")
+		},
+	}, {
+		name: "a Poseidon batch template becomes a service job, its count-0 config group dropped",
+		template: func() *nomad.Job {
+			j := nomadbridge.DefaultTemplate()
+			j.Type = ptr.To("batch")
+			j.AddTaskGroup(nomad.NewTaskGroup("config", 0).AddTask(nomad.NewTask("config", "exec")))
+			return j
+		},
+		check: func(t *testing.T, job *nomad.Job) {
+			expect(t, "type", *job.Type, "service")
+			expect(t, "groups", len(job.TaskGroups), 1)
+			expect(t, "the runner group", *job.TaskGroups[0].Name, "runner")
+		},
+	}, {
+		name: "no network access keeps a template's network mode none (exec, raw_exec) and cuts every container task",
+		template: func() *nomad.Job {
+			j := rawExecTemplate()
+			g := j.TaskGroups[0]
+			g.Networks = []*nomad.NetworkResource{{Mode: "none", DynamicPorts: []nomad.Port{{Label: "x"}}}}
+			g.AddTask(nomad.NewTask("sidecar", "docker").SetConfig("network_mode", "host").
+				Require(&nomad.Resources{CPU: ptr.To(20), MemoryMB: ptr.To(30)}))
+			return j
+		},
+		check: func(t *testing.T, job *nomad.Job) {
+			g := job.TaskGroups[0]
+			expect(t, "group networks", len(g.Networks), 1)
+			expect(t, "group network mode", g.Networks[0].Mode, "none")
+			expect(t, "no ports", len(g.Networks[0].DynamicPorts), 0)
+			expect(t, "sidecar network_mode", g.Tasks[1].Config["network_mode"], any("none"))
+		},
+	}, {
+		name: "no network access drops a group network that gives access",
+		template: func() *nomad.Job {
+			j := rawExecTemplate()
+			j.TaskGroups[0].Networks = []*nomad.NetworkResource{{Mode: "bridge"}}
+			return j
+		},
+		check: func(t *testing.T, job *nomad.Job) {
+			expect(t, "group networks", len(job.TaskGroups[0].Networks), 0)
+		},
+	}, {
+		name: "sidecars share the environment's limits: the runner task gets the rest",
+		template: func() *nomad.Job {
+			j := nomadbridge.DefaultTemplate()
+			j.TaskGroups[0].AddTask(nomad.NewTask("log", "docker").Require(&nomad.Resources{CPU: ptr.To(50), MemoryMB: ptr.To(64), MemoryMaxMB: ptr.To(100)}))
+			j.TaskGroups[0].AddTask(nomad.NewTask("defaults", "docker"))
+			return j
+		},
+		spec: func(s *nomadbridge.EnvironmentSpec) { s.CPU, s.MemoryMB = 1000, 1024 },
+		check: func(t *testing.T, job *nomad.Job) {
+			r := job.TaskGroups[0].Tasks[0].Resources
+			expect(t, "runner cpu: 1000 - 50 - Nomad's default 100", *r.CPU, 850)
+			expect(t, "runner memory: 1024 - 100 (a ceiling) - Nomad's default 300", *r.MemoryMB, 624)
+			expect(t, "pids_limit on every docker task", job.TaskGroups[0].Tasks[2].Config["pids_limit"], any(1024))
+		},
+	}, {
+		name: "a template's own pids_limit is kept (the policy bounds it)",
+		template: func() *nomad.Job {
+			j := nomadbridge.DefaultTemplate()
+			j.TaskGroups[0].Tasks[0].Config["pids_limit"] = 64
+			return j
+		},
+		check: func(t *testing.T, job *nomad.Job) {
+			expect(t, "pids_limit (JSON numbers are float64)", job.TaskGroups[0].Tasks[0].Config["pids_limit"], any(float64(64)))
 		},
 	}}
 	for _, tc := range cases {
@@ -195,7 +279,14 @@ func TestRenderEnvironmentJobRejectsTemplatesThatCannotBeRunners(t *testing.T) {
 			j.AddTaskGroup(nomad.NewTaskGroup("g", 1))
 			return j
 		},
-		"batch job": func() *nomad.Job { j := rawExecTemplate(); j.Type = ptr.To("batch"); return j },
+		"system job": func() *nomad.Job { j := rawExecTemplate(); j.Type = ptr.To("system"); return j },
+		"sysbatch job": func() *nomad.Job { j := rawExecTemplate(); j.Type = ptr.To("sysbatch"); return j },
+		"another region in the template": func() *nomad.Job { j := rawExecTemplate(); j.Region = ptr.To("eu"); return j },
+		"sidecars taking the whole budget": func() *nomad.Job {
+			j := rawExecTemplate()
+			j.TaskGroups[0].AddTask(nomad.NewTask("hog", "raw_exec").Require(&nomad.Resources{CPU: ptr.To(200), MemoryMB: ptr.To(32)}))
+			return j
+		},
 		"periodic job": func() *nomad.Job {
 			j := rawExecTemplate()
 			j.Periodic = &nomad.PeriodicConfig{Spec: ptr.To("@daily")}

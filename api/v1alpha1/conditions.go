@@ -54,6 +54,10 @@ const (
 	// ReasonNotManaged: a Runner the operator did not make (no controlling
 	// ExecutionEnvironment, or a job ID not of its form); it is left alone.
 	ReasonNotManaged = "NotManaged"
+	// ReasonPolicyViolation: the rendered runner job asks Nomad for more than
+	// the EnvironmentPolicies of the environment's namespace allow; nothing is
+	// registered, and the environment's unclaimed runners are removed.
+	ReasonPolicyViolation = "PolicyViolation"
 )
 
 // EndClaimsAnnotation, set to "true" on an ExecutionEnvironment being deleted,

@@ -66,6 +66,10 @@ func run(manager string) error {
 		return err
 	}
 	defer cp.Stop()
+	if err := controlplane.AllowRawExec(context.Background(), cp.Client); err != nil {
+		return err
+	}
+	fmt.Printf("Allowed raw_exec runners (EnvironmentPolicy %s): the dev agent has no docker. raw_exec runs code as the Nomad agent's user, on this machine's network; never allow it where untrusted users create environments.\n", controlplane.RawExecPolicyName)
 
 	metricsAddr, probeAddr := freeAddr(), freeAddr()
 	fmt.Println("Starting the operator:", manager)

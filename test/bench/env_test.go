@@ -99,6 +99,10 @@ func startEnv(ctx context.Context, t *testing.T, root string) (*env, error) {
 		return nil, err
 	}
 	t.Cleanup(e.cp.Stop)
+	// The dev agent runs raw_exec only, which the built-in policy refuses.
+	if err := controlplane.AllowRawExec(context.Background(), e.cp.Client); err != nil {
+		return nil, err
+	}
 	cfg := rest.CopyConfig(e.cp.Config)
 	cfg.QPS, cfg.Burst = -1, 0 // no client-side throttling in the harness
 	if e.direct, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()}); err != nil {

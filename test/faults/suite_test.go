@@ -83,6 +83,8 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(cp.Stop)
 	k8sClient, restCfg = cp.Client, cp.Config
+	// The dev agent runs raw_exec only, which the built-in policy refuses.
+	Expect(controlplane.AllowRawExec(context.Background(), k8sClient)).To(Succeed())
 	started = true
 }, NodeTimeout(600*time.Second))
 

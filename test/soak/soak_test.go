@@ -94,6 +94,10 @@ func TestSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cp.Stop()
+	// The dev agent runs raw_exec only, which the built-in policy refuses.
+	if err := controlplane.AllowRawExec(context.Background(), cp.Client); err != nil {
+		t.Fatal(err)
+	}
 
 	mgr, err := ctrl.NewManager(cp.Config, ctrl.Options{
 		Scheme: controlplane.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
