@@ -209,6 +209,9 @@ func (c *checker) task(groupAt string, t *nomad.Task, spec EnvironmentSpec, grou
 		(!groupNoNetwork || !slices.Contains(groupIsolatingDrivers, t.Driver)) {
 		c.refuse(at+" driver", fmt.Sprintf("the operator cannot take the network away from a %q task: without networkAccess its group needs network { mode = \"none\" }", t.Driver), "unisolatedDrivers")
 	}
+	if mode := fmt.Sprint(t.Config["network_mode"]); !spec.NetworkAccess && slices.Contains(containerDrivers, t.Driver) && mode != "none" {
+		c.refuse(at+" config.network_mode", fmt.Sprintf("%q gives a network to an environment without networkAccess", mode), "spec.networkAccess")
+	}
 	c.config(at, t)
 	c.need(len(t.Templates) > 0, PermitTemplates, at+" template", "a template block")
 	c.need(len(t.Secrets) > 0, PermitTemplates, at+" secret", "a secret block")

@@ -307,7 +307,12 @@ func applyNetwork(group *nomad.TaskGroup, task *nomad.Task, spec EnvironmentSpec
 				if t.Config == nil {
 					t.Config = map[string]any{}
 				}
-				t.Config["network_mode"] = "none"
+				// A template's own other mode (host, a container's) is left
+				// for the policy to refuse: overriding it would hide a
+				// template that does not mean what it says.
+				if mode, set := t.Config["network_mode"]; !set || mode == "" {
+					t.Config["network_mode"] = "none"
+				}
 				delete(t.Config, "ports")
 			}
 		}

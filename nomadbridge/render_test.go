@@ -104,7 +104,7 @@ func TestRenderEnvironmentJob(t *testing.T) {
 			expect(t, "datacenters", job.Datacenters[0], "dc9")
 		},
 	}, {
-		name: "the spec always wins for image, cpu, memory and network",
+		name: "the spec always wins for image, cpu and memory",
 		template: func() *nomad.Job {
 			j := nomadbridge.DefaultTemplate()
 			task := j.TaskGroups[0].Tasks[0]
@@ -117,7 +117,7 @@ func TestRenderEnvironmentJob(t *testing.T) {
 		check: func(t *testing.T, job *nomad.Job) {
 			task := job.TaskGroups[0].Tasks[0]
 			expect(t, "image", task.Config["image"], any("python:3.13"))
-			expect(t, "network_mode", task.Config["network_mode"], any("none"))
+			expect(t, "network_mode: the template's, for the policy to refuse", task.Config["network_mode"], any("host"))
 			expect(t, "cpu", *task.Resources.CPU, 200)
 			expect(t, "cores dropped", task.Resources.Cores == nil, true)
 			expect(t, "memory", *task.Resources.MemoryMB, 512)
@@ -194,12 +194,12 @@ func TestRenderEnvironmentJob(t *testing.T) {
 			expect(t, "the runner group", *job.TaskGroups[0].Name, "runner")
 		},
 	}, {
-		name: "no network access keeps a template's network mode none (exec, raw_exec) and cuts every container task",
+		name: "no network access keeps a template's network mode none (exec, raw_exec) and cuts every container task off",
 		template: func() *nomad.Job {
 			j := rawExecTemplate()
 			g := j.TaskGroups[0]
 			g.Networks = []*nomad.NetworkResource{{Mode: "none", DynamicPorts: []nomad.Port{{Label: "x"}}}}
-			g.AddTask(nomad.NewTask("sidecar", "docker").SetConfig("network_mode", "host").
+			g.AddTask(nomad.NewTask("sidecar", "docker").
 				Require(&nomad.Resources{CPU: ptr.To(20), MemoryMB: ptr.To(30)}))
 			return j
 		},
