@@ -132,10 +132,13 @@ func (r *ExecutionEnvironmentReconciler) reconcileNormal(ctx context.Context, ee
 		if refused {
 			reason = v1alpha1.ReasonPolicyViolation
 		}
-		before := meta.FindStatusCondition(ee.Status.Conditions, v1alpha1.TemplateValidCondition)
+		var before metav1.Condition // a copy: setTemplateCondition changes the condition in place
+		if c := meta.FindStatusCondition(ee.Status.Conditions, v1alpha1.TemplateValidCondition); c != nil {
+			before = *c
+		}
 		setTemplateCondition(ee, err)
 		after := meta.FindStatusCondition(ee.Status.Conditions, v1alpha1.TemplateValidCondition)
-		if before == nil || before.Status != metav1.ConditionFalse || before.ObservedGeneration != ee.Generation || before.Message != after.Message {
+		if before.Status != metav1.ConditionFalse || before.ObservedGeneration != ee.Generation || before.Message != after.Message {
 			r.Recorder.Eventf(ee, nil, corev1.EventTypeWarning, reason, "Render", "%v", err)
 		}
 		if refused {

@@ -19,5 +19,5 @@ package controllers
 // +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=runners,verbs=get;list;watch;create;patch;delete;operate
 // +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=runners/status,verbs=patch
 // +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=environmentpolicies,verbs=list;watch
-// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch

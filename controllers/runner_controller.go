@@ -176,7 +176,8 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, runner *v1alpha1
 	}
 	patch := client.MergeFrom(runner.DeepCopy())
 	controllerutil.RemoveFinalizer(runner, RunnerFinalizer)
-	if err := r.Patch(ctx, runner, patch); err != nil {
+	// NotFound: a pass on a cache behind our own removal; the runner is gone.
+	if err := r.Patch(ctx, runner, patch); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("remove finalizer of runner %s: %w", runner.Name, err)
 	}
 	return nil
