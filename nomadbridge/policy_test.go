@@ -143,8 +143,10 @@ var _ = Describe("Environment policy on rendered runner jobs", func() {
 			policy: drivers("exec"),
 		}),
 		Entry("raw_exec without network where the policy opts into it", policyCase{
-			hcl:    taskJob("", `driver = "raw_exec"`+"\n"+`config { command = "/bin/sleep" }`),
-			policy: func(p *nomadbridge.JobPolicy) { p.Drivers, p.UnisolatedDrivers = []string{"raw_exec"}, []string{"raw_exec"} },
+			hcl: taskJob("", `driver = "raw_exec"`+"\n"+`config { command = "/bin/sleep" }`),
+			policy: func(p *nomadbridge.JobPolicy) {
+				p.Drivers, p.UnisolatedDrivers = []string{"raw_exec"}, []string{"raw_exec"}
+			},
 		}),
 		Entry("a Poseidon batch template in an allowed namespace", policyCase{
 			hcl: `job "template-0" {

@@ -279,8 +279,8 @@ func TestRenderEnvironmentJobRejectsTemplatesThatCannotBeRunners(t *testing.T) {
 			j.AddTaskGroup(nomad.NewTaskGroup("g", 1))
 			return j
 		},
-		"system job": func() *nomad.Job { j := rawExecTemplate(); j.Type = ptr.To("system"); return j },
-		"sysbatch job": func() *nomad.Job { j := rawExecTemplate(); j.Type = ptr.To("sysbatch"); return j },
+		"system job":                     func() *nomad.Job { j := rawExecTemplate(); j.Type = ptr.To("system"); return j },
+		"sysbatch job":                   func() *nomad.Job { j := rawExecTemplate(); j.Type = ptr.To("sysbatch"); return j },
 		"another region in the template": func() *nomad.Job { j := rawExecTemplate(); j.Region = ptr.To("eu"); return j },
 		"sidecars taking the whole budget": func() *nomad.Job {
 			j := rawExecTemplate()
