@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
@@ -320,7 +321,11 @@ var _ = Describe("A pool with network access", func() {
 
 var _ = Describe("A pool Nomad cannot place", func() {
 	It("holds its runners as Pending with Nomad's reason instead of churning them", func(ctx SpecContext) {
-		ns := newNamespace(ctx)
+		ns := ownPolicyNamespace(ctx)
+		policyFor(ctx, ns, v1alpha1.EnvironmentPolicySpec{
+			Drivers: []string{"raw_exec"}, UnisolatedDrivers: []string{"raw_exec"},
+			Resources: v1alpha1.PolicyResources{MaxMemoryMB: ptr.To[int32](100000)},
+		})
 		ee := newEnvironment(ctx, ns, "huge", 2, func(s *v1alpha1.ExecutionEnvironmentSpec) {
 			s.MemoryLimit = 100000 // more than the dev node has (16 GiB)
 		})
