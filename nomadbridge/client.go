@@ -81,8 +81,9 @@ type Client interface {
 	ValidateJob(ctx context.Context, job *nomad.Job) error
 
 	// Events streams Job and Allocation events of every namespace from index on,
-	// until ctx ends or the connection breaks; the channel is closed then, and a
-	// final Events may carry the error. Heartbeats are passed through.
+	// until ctx ends or the connection breaks or goes silent (no event and no
+	// heartbeat for the idle timeout); the channel is closed then, and a final
+	// Events may carry the error. Heartbeats are passed through.
 	Events(ctx context.Context, index uint64) (<-chan *nomad.Events, error)
 
 	// PlacementFailure explains why Nomad could not place a job's allocation

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 )
@@ -25,8 +26,16 @@ type Config struct {
 	ClientCert    string
 	ClientKey     string
 	TLSServerName string
-	// Instance names this operator installation in every job's meta.
+	// Instance names this operator installation in every job's meta. Empty
+	// on the command line means "derive it" (see DefaultInstance); the client
+	// itself needs one.
 	Instance string
+	// CallTimeout bounds every call to Nomad but the event stream (0:
+	// DefaultCallTimeout).
+	CallTimeout time.Duration
+	// EventStreamIdleTimeout ends an event stream on which nothing, not even
+	// Nomad's heartbeat, arrived for that long (0: DefaultEventStreamIdleTimeout).
+	EventStreamIdleTimeout time.Duration
 	// WrapTransport, if set, wraps the HTTP transport of every call to Nomad
 	// (the operator counts and times them; see package metrics).
 	WrapTransport func(http.RoundTripper) http.RoundTripper
@@ -42,8 +51,11 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ClientCert, "nomad-client-cert", "", "client certificate for mutual TLS with Nomad (default $NOMAD_CLIENT_CERT)")
 	fs.StringVar(&c.ClientKey, "nomad-client-key", "", "client key for mutual TLS with Nomad (default $NOMAD_CLIENT_KEY)")
 	fs.StringVar(&c.TLSServerName, "nomad-tls-server-name", "", "server name to verify Nomad's certificate against (default $NOMAD_TLS_SERVER_NAME)")
-	fs.StringVar(&c.Instance, "operator-instance", "default", "name of this operator installation, written into every Nomad job's meta; "+
-		"operators sharing one Nomad cluster need different names, as each only touches its own jobs")
+	fs.StringVar(&c.Instance, "operator-instance", "", "name of this operator installation, written into every Nomad job's meta; "+
+		"operators sharing one Nomad cluster need different names, as each only touches its own jobs "+
+		"(default <operator namespace>-<hash of the cluster's kube-system namespace UID>, unique per installation)")
+	fs.DurationVar(&c.CallTimeout, "nomad-call-timeout", DefaultCallTimeout,
+		"longest wait for any one Nomad call (the event stream instead reconnects when Nomad's heartbeats stop)")
 }
 
 // APIConfig merges the flags over Nomad's environment defaults.
@@ -101,5 +113,11 @@ func NewClientFromConfig(c Config) (*NomadClient, error) {
 		return nil, err
 	}
 	client.placement.namespace, client.placement.region = cfg.Namespace, cfg.Region
+	if c.CallTimeout > 0 {
+		client.callTimeout = c.CallTimeout
+	}
+	if c.EventStreamIdleTimeout > 0 {
+		client.idleTimeout = c.EventStreamIdleTimeout
+	}
 	return client, nil
 }

@@ -2,20 +2,45 @@ package nomadbridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 )
 
+const (
+	// DefaultCallTimeout bounds each NomadClient call. Nomad answers the
+	// operator's calls (no blocking queries among them) in milliseconds, a
+	// registration under a burst in a few seconds; a call without an answer
+	// after 30s is a Nomad or a network that is gone, and the reconcile
+	// waiting on it should fail and back off instead of holding its worker.
+	DefaultCallTimeout = 30 * time.Second
+	// DefaultEventStreamIdleTimeout ends an event stream that went silent.
+	// Nomad's servers send a heartbeat on it every 30s when nothing else
+	// happens; after two missed ones the connection is taken for dead (a
+	// half-open TCP connection otherwise waits forever).
+	DefaultEventStreamIdleTimeout = 75 * time.Second
+)
+
+// ErrCallTimeout: Nomad did not answer within the call timeout. The wrapping
+// message names the call.
+var ErrCallTimeout = errors.New("nomad call timed out")
+
 // NomadClient is the Client over a real Nomad API.
 type NomadClient struct {
-	api       *nomad.Client
-	instance  string
-	placement placement
+	api         *nomad.Client
+	instance    string
+	placement   placement
+	callTimeout time.Duration
+	idleTimeout time.Duration
 }
 
 var _ Client = (*NomadClient)(nil)
@@ -26,7 +51,28 @@ func NewClient(api *nomad.Client, instance string) (*NomadClient, error) {
 	if instance == "" {
 		return nil, errors.New("operator instance name must not be empty")
 	}
-	return &NomadClient{api: api, instance: instance}, nil
+	return &NomadClient{api: api, instance: instance, callTimeout: DefaultCallTimeout, idleTimeout: DefaultEventStreamIdleTimeout}, nil
+}
+
+// bound gives one method call at most the call timeout. Defer the returned
+// func with a pointer to the method's error: it ends the deadline and, when
+// the deadline is what ended the call, says so in the error.
+func (c *NomadClient) bound(ctx context.Context) (context.Context, func(*error)) {
+	cause := c.timeoutCause()
+	ctx, cancel := context.WithTimeoutCause(ctx, c.callTimeout, cause)
+	return ctx, func(err *error) {
+		// net/http reports the cause itself; other paths may report only
+		// context.DeadlineExceeded.
+		if *err != nil && !errors.Is(*err, ErrCallTimeout) && errors.Is(context.Cause(ctx), ErrCallTimeout) {
+			*err = fmt.Errorf("%w (%w)", *err, cause)
+		}
+		cancel()
+	}
+}
+
+// timeoutCause is the error a call that hit the call timeout ends with.
+func (c *NomadClient) timeoutCause() error {
+	return fmt.Errorf("%w: no answer within %s", ErrCallTimeout, c.callTimeout)
 }
 
 // Instance implements Client.
@@ -37,7 +83,9 @@ func (c *NomadClient) API() *nomad.Client { return c.api }
 
 // Ping asks Nomad for its cluster leader: the cheapest call that fails when
 // the servers cannot answer (controllers.NomadHealth uses it).
-func (c *NomadClient) Ping(ctx context.Context) error {
+func (c *NomadClient) Ping(ctx context.Context) (err error) {
+	ctx, done := c.bound(ctx)
+	defer done(&err)
 	q := (&nomad.QueryOptions{}).WithContext(ctx)
 	var leader string
 	if _, err := c.api.Raw().Query("/v1/status/leader", &leader, q); err != nil {
@@ -50,7 +98,9 @@ func (c *NomadClient) Ping(ctx context.Context) error {
 }
 
 // RegisterRunnerJob implements Client.
-func (c *NomadClient) RegisterRunnerJob(ctx context.Context, job *nomad.Job) error {
+func (c *NomadClient) RegisterRunnerJob(ctx context.Context, job *nomad.Job) (err error) {
+	ctx, done := c.bound(ctx)
+	defer done(&err)
 	id := deref(job.ID)
 	meta, ok := ParseRunnerMeta(job.Meta)
 	if !ok || meta.Instance != c.instance {
@@ -93,7 +143,9 @@ func (c *NomadClient) whoseJob(ctx context.Context, job *nomad.Job, meta RunnerM
 }
 
 // ReleaseRunnerJob implements Client.
-func (c *NomadClient) ReleaseRunnerJob(ctx context.Context, namespace, jobID string, owner RunnerMeta) error {
+func (c *NomadClient) ReleaseRunnerJob(ctx context.Context, namespace, jobID string, owner RunnerMeta) (err error) {
+	ctx, done := c.bound(ctx)
+	defer done(&err)
 	if owner.Instance != c.instance {
 		return fmt.Errorf("release runner job %s: owner names operator instance %q, this client is %q: %w",
 			jobID, owner.Instance, c.instance, ErrNotOurJob)
@@ -158,7 +210,9 @@ func (c *NomadClient) liveAllocations(ctx context.Context, namespace, jobID stri
 }
 
 // JobAllocations implements Client.
-func (c *NomadClient) JobAllocations(ctx context.Context, namespace, jobID string) ([]*nomad.AllocationListStub, error) {
+func (c *NomadClient) JobAllocations(ctx context.Context, namespace, jobID string) (_ []*nomad.AllocationListStub, err error) {
+	ctx, done := c.bound(ctx)
+	defer done(&err)
 	q := (&nomad.QueryOptions{Namespace: namespace}).WithContext(ctx)
 	// The allocations endpoint answers an empty list for an unknown job, so a
 	// missing job is told apart with the job's summary, which 404s.
@@ -179,7 +233,9 @@ func (c *NomadClient) JobAllocations(ctx context.Context, namespace, jobID strin
 }
 
 // AllocationPorts implements Client.
-func (c *NomadClient) AllocationPorts(ctx context.Context, namespace, allocID string) ([]nomad.PortMapping, error) {
+func (c *NomadClient) AllocationPorts(ctx context.Context, namespace, allocID string) (_ []nomad.PortMapping, err error) {
+	ctx, done := c.bound(ctx)
+	defer done(&err)
 	alloc, _, err := c.api.Allocations().Info(allocID, (&nomad.QueryOptions{Namespace: namespace}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("read allocation %s: %w", allocID, err)
@@ -191,7 +247,9 @@ func (c *NomadClient) AllocationPorts(ctx context.Context, namespace, allocID st
 }
 
 // ListRunnerJobs implements Client.
-func (c *NomadClient) ListRunnerJobs(ctx context.Context) ([]JobRef, error) {
+func (c *NomadClient) ListRunnerJobs(ctx context.Context) (_ []JobRef, err error) {
+	ctx, done := c.bound(ctx)
+	defer done(&err)
 	q := (&nomad.QueryOptions{
 		Namespace: "*",
 		// Filtering in Nomad keeps the answer small; the check below is what
@@ -214,7 +272,9 @@ func (c *NomadClient) ListRunnerJobs(ctx context.Context) ([]JobRef, error) {
 }
 
 // ListRunnerAllocations implements Client.
-func (c *NomadClient) ListRunnerAllocations(ctx context.Context) ([]*nomad.AllocationListStub, error) {
+func (c *NomadClient) ListRunnerAllocations(ctx context.Context) (_ []*nomad.AllocationListStub, err error) {
+	ctx, done := c.bound(ctx)
+	defer done(&err)
 	q := (&nomad.QueryOptions{
 		Namespace: "*",
 		// With their resources, so a runner turning Idle needs no read for its ports.
@@ -234,21 +294,27 @@ func (c *NomadClient) ListRunnerAllocations(ctx context.Context) ([]*nomad.Alloc
 }
 
 // ParseHCL implements Client.
-func (c *NomadClient) ParseHCL(ctx context.Context, hcl string) (*nomad.Job, error) {
-	// The parse endpoint takes no context option; it is a short local call.
-	job, err := c.api.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{JobHCL: hcl, Canonicalize: false})
-	if err != nil {
+func (c *NomadClient) ParseHCL(ctx context.Context, hcl string) (_ *nomad.Job, err error) {
+	ctx, done := c.bound(ctx)
+	defer done(&err)
+	// The api package's ParseHCLOpts takes no options, so no context: the same
+	// request through Raw, to bound it like every other call. (The template's
+	// size is bounded by the CRD, 128 KiB.)
+	job := &nomad.Job{}
+	req := &nomad.JobsParseRequest{JobHCL: hcl, Canonicalize: false}
+	if _, err := c.api.Raw().Write("/v1/jobs/parse", req, job, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
 		if isBadRequest(err) {
 			return nil, fmt.Errorf("parse job template: %w: %s", ErrInvalidJob, nomadMessage(err))
 		}
 		return nil, fmt.Errorf("parse job template: %w", err)
 	}
-	_ = ctx
 	return job, nil
 }
 
 // ValidateJob implements Client.
-func (c *NomadClient) ValidateJob(ctx context.Context, job *nomad.Job) error {
+func (c *NomadClient) ValidateJob(ctx context.Context, job *nomad.Job) (err error) {
+	ctx, done := c.bound(ctx)
+	defer done(&err)
 	q := (&nomad.WriteOptions{Namespace: deref(job.Namespace), Region: deref(job.Region)}).WithContext(ctx)
 	resp, _, err := c.api.Jobs().Validate(job, q)
 	if err != nil {
@@ -268,7 +334,9 @@ func (c *NomadClient) ValidateJob(ctx context.Context, job *nomad.Job) error {
 }
 
 // PlacementFailure implements Client.
-func (c *NomadClient) PlacementFailure(ctx context.Context, namespace, jobID string) (string, error) {
+func (c *NomadClient) PlacementFailure(ctx context.Context, namespace, jobID string) (_ string, err error) {
+	ctx, done := c.bound(ctx)
+	defer done(&err)
 	q := (&nomad.QueryOptions{Namespace: namespace}).WithContext(ctx)
 	evals, _, err := c.api.Jobs().Evaluations(jobID, q)
 	if err != nil {
@@ -319,7 +387,9 @@ func describePlacementFailure(m *nomad.AllocationMetric) string {
 }
 
 // MemoryOversubscription implements Client.
-func (c *NomadClient) MemoryOversubscription(ctx context.Context) (bool, error) {
+func (c *NomadClient) MemoryOversubscription(ctx context.Context) (_ bool, err error) {
+	ctx, done := c.bound(ctx)
+	defer done(&err)
 	resp, _, err := c.api.Operator().SchedulerGetConfiguration((&nomad.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return false, fmt.Errorf("read nomad scheduler configuration: %w", err)
@@ -327,17 +397,79 @@ func (c *NomadClient) MemoryOversubscription(ctx context.Context) (bool, error) 
 	return resp.SchedulerConfig != nil && resp.SchedulerConfig.MemoryOversubscriptionEnabled, nil
 }
 
-// Events implements Client.
+// Events implements Client. Opening the stream is bounded by the call
+// timeout; the open stream by the idle timeout: when nothing arrives for that
+// long, not even one of the heartbeats Nomad sends every 30s, the connection
+// is closed and the channel ends with an error saying so.
+//
+// The stream is read here, not through the api package's EventStream, which
+// drops the heartbeats: without them a dead connection (a half-open TCP
+// connection, a proxy that stopped forwarding) cannot be told from a quiet
+// cluster, and the reader would wait on it forever.
 func (c *NomadClient) Events(ctx context.Context, index uint64) (<-chan *nomad.Events, error) {
-	topics := map[nomad.Topic][]string{
-		nomad.TopicJob:        {"*"},
-		nomad.TopicAllocation: {"*"},
+	stream, cancel := context.WithCancelCause(ctx)
+	opening := time.AfterFunc(c.callTimeout, func() { cancel(c.timeoutCause()) })
+	params := url.Values{
+		"index": {strconv.FormatUint(index, 10)},
+		"topic": {string(nomad.TopicJob) + ":*", string(nomad.TopicAllocation) + ":*"},
 	}
-	ch, err := c.api.EventStream().Stream(ctx, topics, index, &nomad.QueryOptions{Namespace: "*"})
+	q := (&nomad.QueryOptions{Namespace: "*"}).WithContext(stream)
+	body, err := c.api.Raw().Response("/v1/event/stream?"+params.Encode(), q)
+	opening.Stop()
+	if err == nil && stream.Err() != nil {
+		// The deadline came just as the answer did.
+		_ = body.Close()
+		err = stream.Err()
+	}
 	if err != nil {
+		if cause := context.Cause(stream); !errors.Is(err, ErrCallTimeout) && errors.Is(cause, ErrCallTimeout) {
+			err = fmt.Errorf("%w (%w)", err, cause)
+		}
+		cancel(nil)
 		return nil, fmt.Errorf("open nomad event stream at index %d: %w", index, err)
 	}
+	ch := make(chan *nomad.Events, 10)
+	go c.readEvents(ctx, stream, cancel, body, ch)
 	return ch, nil
+}
+
+// errStreamIdle ends an event stream on which nothing arrived for the idle timeout.
+var errStreamIdle = errors.New("nomad event stream idle")
+
+// readEvents decodes the stream's newline-delimited JSON into out, heartbeats
+// included, until the caller's ctx ends (then silently) or the stream breaks
+// or goes idle (then with a last Events carrying the error).
+func (c *NomadClient) readEvents(ctx, stream context.Context, cancel context.CancelCauseFunc, body io.ReadCloser, out chan<- *nomad.Events) {
+	defer close(out)
+	defer func() { _ = body.Close() }()
+	defer cancel(nil)
+	idle := time.AfterFunc(c.idleTimeout, func() {
+		cancel(fmt.Errorf("%w: no event or heartbeat for %s, taking the connection for dead", errStreamIdle, c.idleTimeout))
+	})
+	defer idle.Stop()
+	dec := json.NewDecoder(body)
+	for {
+		batch := &nomad.Events{}
+		if err := dec.Decode(batch); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if cause := context.Cause(stream); errors.Is(cause, errStreamIdle) {
+				err = cause
+			}
+			batch = &nomad.Events{Err: fmt.Errorf("read nomad event stream: %w", err)}
+		} else {
+			idle.Reset(c.idleTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case out <- batch:
+		}
+		if batch.Err != nil {
+			return
+		}
+	}
 }
 
 // jobStatusDead is Nomad's status of a job none of whose allocations is

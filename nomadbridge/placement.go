@@ -18,6 +18,8 @@ type placement struct {
 
 // Placement implements Client.
 func (c *NomadClient) Placement(ctx context.Context) (namespace, region string, err error) {
+	ctx, done := c.bound(ctx)
+	defer done(&err)
 	c.placement.mu.Lock()
 	defer c.placement.mu.Unlock()
 	namespace = c.placement.namespace
