@@ -3,9 +3,8 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"flag"
-	"fmt"
 	"net/http"
 	"os"
 	"time"
@@ -74,13 +73,6 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 
-	nomadConfig.WrapTransport = metrics.NomadTransport
-	bridge, err := nomadbridge.NewClientFromConfig(nomadConfig)
-	if err != nil {
-		setupLog.Error(err, "Failed to configure the Nomad client")
-		os.Exit(1)
-	}
-
 	var defaultTemplate string
 	if defaultTemplateFile != "" {
 		b, err := os.ReadFile(defaultTemplateFile)
@@ -116,6 +108,26 @@ func main() {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
+	if nomadConfig.Instance == "" {
+		// The manager's cache does not run yet: read the API server directly.
+		namespace := controllers.OperatorNamespace()
+		lookup, cancel := context.WithTimeout(ctx, 30*time.Second)
+		nomadConfig.Instance, err = controllers.ResolveInstance(lookup, mgr.GetAPIReader(), "", namespace)
+		cancel()
+		if err != nil {
+			setupLog.Error(err, "Failed to derive the operator instance")
+			os.Exit(1)
+		}
+		setupLog.Info("Derived the operator instance from the cluster and namespace",
+			"operatorInstance", nomadConfig.Instance, "namespace", namespace, "clusterNamespace", controllers.ClusterIdentityNamespace)
+	}
+	nomadConfig.WrapTransport = metrics.NomadTransport
+	bridge, err := nomadbridge.NewClientFromConfig(nomadConfig)
+	if err != nil {
+		setupLog.Error(err, "Failed to configure the Nomad client")
+		os.Exit(1)
+	}
+
 	if err := controllers.Setup(ctx, mgr, controllers.Options{
 		Bridge: bridge, DefaultTemplate: defaultTemplate, OrphanInterval: orphanInterval,
 	}); err != nil {
@@ -131,23 +143,18 @@ func main() {
 		os.Exit(1)
 	}
 
-	setupLog.Info("Starting the manager", "nomadAddress", bridge.API().Address(), "operatorInstance", bridge.Instance())
+	setupLog.Info("Starting the manager", "nomadAddress", bridge.API().Address(), "operatorInstance", bridge.Instance(),
+		"nomadCallTimeout", nomadConfig.CallTimeout)
 	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "Failed to run the manager")
 		os.Exit(1)
 	}
 }
 
-// nomadReachable is ready while Nomad's API answers with a leader.
+// nomadReachable is ready while Nomad's API answers with a leader (within the
+// probe's own timeout, and at most the call timeout).
 func nomadReachable(bridge *nomadbridge.NomadClient) healthz.Checker {
-	return func(*http.Request) error {
-		leader, err := bridge.API().Status().Leader()
-		if err != nil {
-			return fmt.Errorf("nomad at %s: %w", bridge.API().Address(), err)
-		}
-		if leader == "" {
-			return errors.New("nomad has no leader")
-		}
-		return nil
+	return func(req *http.Request) error {
+		return bridge.Ping(req.Context())
 	}
 }

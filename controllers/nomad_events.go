@@ -30,7 +30,8 @@ type NomadEventSource struct {
 	Reader client.Reader
 	// Out is the channel the Runner controller watches.
 	Out chan<- event.GenericEvent
-	// MaxBackoff caps the wait between reconnects (default 30s).
+	// MaxBackoff caps the wait between reconnects (default 30s, plus up to
+	// half of it as jitter).
 	MaxBackoff time.Duration
 	// Store, when set, is filled at every (re)connect with one jobs list and one
 	// allocations list and kept current from the events, so that the Runner
@@ -58,26 +59,29 @@ func (s *NomadEventSource) NeedLeaderElection() bool { return true }
 // Start implements manager.Runnable; it returns when ctx ends.
 func (s *NomadEventSource) Start(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithName("nomad-events")
-	maxBackoff := s.MaxBackoff
-	if maxBackoff == 0 {
-		maxBackoff = 30 * time.Second
+	maxBackoff := 30 * time.Second
+	if s.MaxBackoff > 0 {
+		maxBackoff = max(s.MaxBackoff, minReconnectBackoff)
 	}
 	var index uint64
-	backoff := 500 * time.Millisecond
+	var backoff time.Duration
 	defer s.setConnected(false)
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		ch, err := s.Bridge.Events(ctx, index)
+		var connectedFor time.Duration
 		if err == nil {
 			logger.Info("Connected to the Nomad event stream", "index", index)
 			if attempt > 0 {
 				metrics.EventStreamReconnects.Inc()
 			}
+			connectedAt := time.Now()
 			s.setConnected(true)
 			s.fill(ctx)
 			s.resync(ctx)
 			var streamErr error
 			index, streamErr = s.consume(ctx, ch, index)
 			s.setConnected(false)
+			connectedFor = time.Since(connectedAt)
 			if s.Store != nil {
 				// Events may be missed from now on: lookups ask Nomad until the next fill.
 				s.Store.Unsync()
@@ -86,17 +90,35 @@ func (s *NomadEventSource) Start(ctx context.Context) error {
 				return nil
 			}
 			err = streamErr
-			backoff = 500 * time.Millisecond
 		}
-		logger.Info("Nomad event stream interrupted; reconnecting", "error", err, "index", index, "backoff", backoff)
+		backoff = nextReconnectBackoff(backoff, connectedFor, maxBackoff)
+		wait := backoff + rand.N(backoff/2)
+		logger.Info("Nomad event stream interrupted; reconnecting", "error", err, "index", index, "connectedFor", connectedFor, "backoff", wait)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(backoff + rand.N(backoff/2)):
+		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, maxBackoff)
 	}
 	return nil
+}
+
+// minReconnectBackoff is the first wait before reconnecting the event stream.
+const minReconnectBackoff = 500 * time.Millisecond
+
+// nextReconnectBackoff returns the wait (before jitter) ahead of the next
+// connection attempt, given the last one and how long the stream it opened
+// stayed up (0: it did not open). Failures in a row double it up to
+// maxBackoff. A stream that opens but breaks at once counts as a failure:
+// every connection lists all jobs and allocations and resyncs every runner, so
+// a Nomad (or proxy) that accepts streams and drops them must not be
+// reconnected to twice a second. Only a stream that stayed up for maxBackoff
+// starts the count again.
+func nextReconnectBackoff(last, connectedFor, maxBackoff time.Duration) time.Duration {
+	if last == 0 || connectedFor >= maxBackoff {
+		return minReconnectBackoff
+	}
+	return min(2*last, maxBackoff)
 }
 
 // consume forwards events until the stream ends; it returns the index to resume from.

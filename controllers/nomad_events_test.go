@@ -105,3 +105,28 @@ func TestNomadEventSourceResumesFromLastIndexAndResyncs(t *testing.T) {
 	default:
 	}
 }
+
+func TestNextReconnectBackoff(t *testing.T) {
+	const maxBackoff = 30 * time.Second
+	for _, tc := range []struct {
+		name               string
+		last, connectedFor time.Duration
+		want               time.Duration
+	}{
+		{"first failure", 0, 0, 500 * time.Millisecond},
+		{"second failure in a row", 500 * time.Millisecond, 0, time.Second},
+		{"doubles", 4 * time.Second, 0, 8 * time.Second},
+		{"capped", 20 * time.Second, 0, maxBackoff},
+		{"stays at the cap", maxBackoff, 0, maxBackoff},
+		{"a stream that broke at once is a failure", 4 * time.Second, 200 * time.Millisecond, 8 * time.Second},
+		{"a stream up for less than the cap is a failure", maxBackoff, maxBackoff - time.Second, maxBackoff},
+		{"a stream up for the cap starts again", maxBackoff, maxBackoff, 500 * time.Millisecond},
+		{"a long first stream", 0, time.Hour, 500 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := nextReconnectBackoff(tc.last, tc.connectedFor, maxBackoff); got != tc.want {
+				t.Errorf("nextReconnectBackoff(%s, %s, %s) = %s, want %s", tc.last, tc.connectedFor, maxBackoff, got, tc.want)
+			}
+		})
+	}
+}

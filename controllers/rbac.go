@@ -21,3 +21,8 @@ package controllers
 // +kubebuilder:rbac:groups=execution.nomadrunner.io,resources=environmentpolicies,verbs=list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+//
+// The kube-system namespace is read once at start: its UID names the
+// installation when --operator-instance is not set (see ResolveInstance).
+//
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get,resourceNames=kube-system
