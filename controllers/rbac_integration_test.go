@@ -12,8 +12,11 @@ import (
 	"strings"
 	"sync"
 
+	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -22,8 +25,28 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
 )
+
+var _ = Describe("Manager RBAC", func() {
+	It("lets the manager read the kube-system namespace that names its installation, and no other namespace", func(ctx SpecContext) {
+		cfg, err := operatorRBAC.managerConfig(testEnv, newRequestRecorder())
+		Expect(err).NotTo(HaveOccurred())
+		asManager, err := client.New(cfg, client.Options{Scheme: controlplane.Scheme()})
+		Expect(err).NotTo(HaveOccurred())
+
+		Expect(asManager.Get(ctx, client.ObjectKey{Name: controllers.ClusterIdentityNamespace}, &corev1.Namespace{})).To(Succeed())
+		derived, err := controllers.ResolveInstance(ctx, asManager, "", operatorRBAC.Namespace)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(derived).To(Equal(instance), "the suite's operator derives the same instance")
+
+		err = asManager.Get(ctx, client.ObjectKey{Name: "default"}, &corev1.Namespace{})
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "get on another namespace: want 403, got %v", err)
+		err = asManager.List(ctx, &corev1.NamespaceList{})
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "list namespaces: want 403, got %v", err)
+	})
+})
 
 // The suite's operator runs as the ServiceAccount of config/default, with the
 // RBAC objects `kubectl kustomize config/default` renders and nothing else, and

@@ -45,7 +45,9 @@ var (
 	operatorNomad *nomaddev.Counter
 )
 
-const instance = "controllers-suite"
+// instance is the suite operator's instance, derived at start as main.go
+// derives it when --operator-instance is not set.
+var instance string
 
 func TestControllers(t *testing.T) {
 	RegisterFailHandler(Fail)
@@ -59,17 +61,6 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(agent.Stop)
 	nomadAPI, err = agent.Client()
-	Expect(err).NotTo(HaveOccurred())
-	bridge, err = nomadbridge.NewClient(nomadAPI, instance)
-	Expect(err).NotTo(HaveOccurred())
-
-	// The operator's bridge is built as main.go builds it (so the Nomad request
-	// metrics are real), over a counter of its requests.
-	operatorNomad = nomaddev.NewCounter()
-	operatorBridge, err := nomadbridge.NewClientFromConfig(nomadbridge.Config{
-		Address: agent.Addr, Instance: instance,
-		WrapTransport: func(http.RoundTripper) http.RoundTripper { return metrics.NomadTransport(operatorNomad) },
-	})
 	Expect(err).NotTo(HaveOccurred())
 
 	cp, err := controlplane.Start()
@@ -103,6 +94,23 @@ var _ = BeforeSuite(func(ctx context.Context) {
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(mgr.AddHealthzCheck("ping", healthz.Ping)).To(Succeed())
+
+	// No --operator-instance: derived as main.go derives it, as the operator's
+	// ServiceAccount (so the RBAC comparison sees the read of kube-system).
+	instance, err = controllers.ResolveInstance(ctx, mgr.GetAPIReader(), "", operatorRBAC.Namespace)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(instance).To(MatchRegexp("^" + operatorRBAC.Namespace + "-[0-9a-f]{10}$"))
+	bridge, err = nomadbridge.NewClient(nomadAPI, instance)
+	Expect(err).NotTo(HaveOccurred())
+	// The operator's bridge is built as main.go builds it (so the Nomad request
+	// metrics are real), over a counter of its requests.
+	operatorNomad = nomaddev.NewCounter()
+	operatorBridge, err := nomadbridge.NewClientFromConfig(nomadbridge.Config{
+		Address: agent.Addr, Instance: instance,
+		WrapTransport: func(http.RoundTripper) http.RoundTripper { return metrics.NomadTransport(operatorNomad) },
+	})
+	Expect(err).NotTo(HaveOccurred())
+
 	mgrCtx, stop := context.WithCancel(context.Background())
 	Expect(controllers.Setup(mgrCtx, mgr, controllers.Options{Bridge: operatorBridge, OrphanInterval: 2 * time.Second})).To(Succeed())
 	done := make(chan error, 1)
