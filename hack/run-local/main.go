@@ -27,6 +27,9 @@ import (
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
+// localInstance names the quickstart's operator in its runner jobs' meta.
+const localInstance = "local"
+
 func main() {
 	manager := flag.String("manager", "", "the operator binary (default: bin/manager of the repository)")
 	flag.Parse()
@@ -73,8 +76,11 @@ func run(manager string) error {
 
 	metricsAddr, probeAddr := freeAddr(), freeAddr()
 	fmt.Println("Starting the operator:", manager)
+	// An explicit instance: the Nomad agent is this quickstart's own, and the
+	// derived default would need kube-system, which a fresh API server makes
+	// only a moment after it answers.
 	op := exec.Command(manager,
-		"--operator-instance=local",
+		"--operator-instance="+localInstance,
 		"--metrics-secure=false", "--metrics-bind-address="+metricsAddr,
 		"--health-probe-bind-address="+probeAddr)
 	op.Env = append(os.Environ(), "KUBECONFIG="+cp.Kubeconfig, "NOMAD_ADDR="+agent.Addr)
@@ -106,7 +112,9 @@ func run(manager string) error {
 		return err
 	}
 	fmt.Printf(`
-The operator runs. In another terminal:
+The operator runs, as operator instance %[5]q (set with --operator-instance; an
+installation without it derives its own, see "Operator instance" in README.md).
+In another terminal:
 
   export KUBECONFIG=%[1]s NOMAD_ADDR=%[2]s PATH=%[3]s:$PATH
   kubectl wait --for=condition=Ready ee/python --timeout=60s
@@ -119,7 +127,7 @@ The operator runs. In another terminal:
   curl -s http://%[4]s/metrics | grep ^nomadrunner_    # the operator's metrics
 
 Ctrl-C stops everything.
-`, cp.Kubeconfig, agent.Addr, filepath.Join(root, "bin"), metricsAddr)
+`, cp.Kubeconfig, agent.Addr, filepath.Join(root, "bin"), metricsAddr, localInstance)
 
 	select {
 	case <-ctx.Done():
