@@ -155,6 +155,8 @@ var _ = Describe("Two installations on one Nomad", func() {
 		cpB, err := controlplane.Start()
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(cpB.Stop)
+		// As in the suite's cluster: the dev agent runs raw_exec only.
+		Expect(controlplane.AllowRawExec(ctx, cpB.Client)).To(Succeed())
 
 		staging := startInstallation(ctx, "staging", restCfg, k8sClient)
 		prod := startInstallation(ctx, "prod", cpB.Config, cpB.Client)
