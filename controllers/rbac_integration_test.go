@@ -72,6 +72,8 @@ var notRequested = map[permission]string{
 	// offers it, as envtest's does, and fall back to a LIST where it does not.
 	{"execution.nomadrunner.io", "executionenvironments", "list"}: "informer fallback without WatchList",
 	{"execution.nomadrunner.io", "runners", "list"}:               "informer fallback without WatchList",
+	{"execution.nomadrunner.io", "environmentpolicies", "list"}:   "informer fallback without WatchList",
+	{"", "namespaces", "list"}:                                    "informer fallback without WatchList",
 	// No HTTP verb: the admission policies of config/policy ask the authorizer
 	// for it to tell the operator from everyone else.
 	{"execution.nomadrunner.io", "runners", "operate"}: "identifies the operator to the admission policies",
