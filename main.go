@@ -138,7 +138,9 @@ func main() {
 		setupLog.Error(err, "Failed to set up the health check")
 		os.Exit(1)
 	}
-	if err := mgr.AddReadyzCheck("nomad", nomadReachable(bridge)); err != nil {
+	// Every replica is ready while Nomad answers the bridge's Ping, the check
+	// the leader's health probe makes too.
+	if err := mgr.AddReadyzCheck("nomad", func(req *http.Request) error { return bridge.Ping(req.Context()) }); err != nil {
 		setupLog.Error(err, "Failed to set up the readiness check")
 		os.Exit(1)
 	}
@@ -148,13 +150,5 @@ func main() {
 	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "Failed to run the manager")
 		os.Exit(1)
-	}
-}
-
-// nomadReachable is ready while Nomad's API answers with a leader (within the
-// probe's own timeout, and at most the call timeout).
-func nomadReachable(bridge *nomadbridge.NomadClient) healthz.Checker {
-	return func(req *http.Request) error {
-		return bridge.Ping(req.Context())
 	}
 }

@@ -70,9 +70,9 @@ type RunnerReconciler struct {
 	// NomadEvents carries runners to reconcile because Nomad said something
 	// about their job (see NomadEventSource).
 	NomadEvents <-chan event.GenericEvent
-	// Store, filled by the NomadEventSource, answers what Nomad says about a
-	// job without a read per runner (nil: always read Nomad).
-	Store *JobStore
+	// Store, filled by the event source's Watcher, answers what Nomad says
+	// about a job without a read per runner (nil: always read Nomad).
+	Store *nomadbridge.JobStore
 
 	// ownWrites remembers, per runner, the resourceVersion our last status
 	// write replaced: a cache still showing it is behind our own write.

@@ -91,11 +91,11 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 		}).Build()
 	// The jobs were registered already (a store that knows them skips the
 	// registration): the reconciles below only observe their allocations.
-	store := NewJobStore()
+	clk := clocktesting.NewFakePassiveClock(created.Add(time.Second))
+	store := nomadbridge.NewJobStore(clk.Now)
 	store.Replace(jobs, []*nomad.AllocationListStub{
 		alloc("a-fast", jobOf("fast"), 10, nomad.AllocClientStatusPending), alloc("a-slow", jobOf("slow"), 10, nomad.AllocClientStatusPending)})
 	bridge := &placementBridge{why: map[string]string{jobOf("stuck"): "Resources exhausted on 1 nodes: memory"}, asked: map[string]int{}}
-	clk := clocktesting.NewFakePassiveClock(created.Add(time.Second))
 	r := &RunnerReconciler{Client: c, Bridge: bridge, Clock: clk, Store: store, Recorder: &events.FakeRecorder{}}
 	reconcileRunner := func(name string) (reconcile.Result, *v1alpha1.Runner) {
 		t.Helper()

@@ -28,8 +28,8 @@ type Options struct {
 	MaxConcurrentReconciles int
 	// MaxConcurrentRunnerReconciles for the Runner controller (0: 16). Its
 	// reconciles wait on Nomad and API writes, not on CPU, and every allocation
-	// event of a filling pool goes through its queue: with 4 workers a burst of
-	// 200 runners waited ~6 s per item in the queue (make bench).
+	// event of a filling pool goes through its queue, so it needs more workers
+	// than the environment controller for a pool to fill at Nomad's pace.
 	MaxConcurrentRunnerReconciles int
 	// OrphanInterval is how often orphaned Nomad jobs are collected (0: 5 min).
 	OrphanInterval time.Duration
@@ -60,7 +60,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}
 	renderer := &Renderer{Bridge: o.Bridge, DefaultTemplate: o.DefaultTemplate, Policies: &Policies{Reader: mgr.GetClient()}}
 	nomadEvents := make(chan event.GenericEvent, 1024)
-	store := NewJobStore()
+	store := nomadbridge.NewJobStore(o.Clock.Now)
 	opts := controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}
 
 	if err := (&RunnerReconciler{
@@ -74,7 +74,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: o.MaxConcurrentRunnerReconciles}); err != nil {
 		return fmt.Errorf("set up runner controller: %w", err)
 	}
-	health := &NomadHealth{Bridge: o.Bridge, Reader: mgr.GetClient(), Interval: o.NomadProbeInterval}
+	health := &NomadHealth{Health: &nomadbridge.Health{Client: o.Bridge, Interval: o.NomadProbeInterval}, Reader: mgr.GetClient()}
 	crashLoops := NewCrashLoopBackoff(o.Clock.Now)
 	crashLoops.Base = o.CrashLoopBaseDelay
 	if err := (&ExecutionEnvironmentReconciler{
@@ -94,7 +94,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := mgr.Add(health); err != nil {
 		return fmt.Errorf("add nomad health probe: %w", err)
 	}
-	eventSource := &NomadEventSource{Bridge: o.Bridge, Reader: mgr.GetClient(), Out: nomadEvents, Store: store}
+	eventSource := &NomadEventSource{
+		Watcher: &nomadbridge.Watcher{Client: o.Bridge, Store: store, Metrics: streamMetrics{}},
+		Reader:  mgr.GetClient(),
+		Out:     nomadEvents,
+	}
 	if err := mgr.Add(eventSource); err != nil {
 		return fmt.Errorf("add nomad event source: %w", err)
 	}

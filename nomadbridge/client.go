@@ -91,6 +91,11 @@ type Client interface {
 	// 1 nodes: memory"), or returns "" when nothing failed to place.
 	PlacementFailure(ctx context.Context, namespace, jobID string) (string, error)
 
+	// Ping asks Nomad for its cluster leader: the cheapest call that fails
+	// when the servers cannot answer. It is the one reachability check (the
+	// leader's Health probe and the manager's readiness check).
+	Ping(ctx context.Context) error
+
 	// MemoryOversubscription tells whether Nomad's scheduler honours memory_max.
 	MemoryOversubscription(ctx context.Context) (bool, error)
 

@@ -81,8 +81,7 @@ func (c *NomadClient) Instance() string { return c.instance }
 // API returns the underlying Nomad API client (for exec and tests).
 func (c *NomadClient) API() *nomad.Client { return c.api }
 
-// Ping asks Nomad for its cluster leader: the cheapest call that fails when
-// the servers cannot answer (controllers.NomadHealth uses it).
+// Ping implements Client.
 func (c *NomadClient) Ping(ctx context.Context) (err error) {
 	ctx, done := c.bound(ctx)
 	defer done(&err)

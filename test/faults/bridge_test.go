@@ -8,7 +8,6 @@ import (
 
 	nomad "github.com/hashicorp/nomad/api"
 
-	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 )
 
@@ -68,10 +67,7 @@ type faultBridge struct {
 	eventIndexes  []uint64 // the index of every Events call, in order
 }
 
-var (
-	_ nomadbridge.Client = (*faultBridge)(nil)
-	_ controllers.Pinger = (*faultBridge)(nil)
-)
+var _ nomadbridge.Client = (*faultBridge)(nil)
 
 func (b *faultBridge) set(f func(b *faultBridge)) {
 	b.mu.Lock()
@@ -157,10 +153,7 @@ func (b *faultBridge) Ping(ctx context.Context) error {
 	if b.isDown() {
 		return b.fail(errInjected)
 	}
-	if p, ok := b.Client.(controllers.Pinger); ok {
-		return b.fail(p.Ping(ctx))
-	}
-	return nil
+	return b.fail(b.Client.Ping(ctx))
 }
 
 // Events records the index asked for, fails while blocked, and can be cut by

@@ -1,4 +1,4 @@
-package controllers
+package nomadbridge
 
 import (
 	"sort"
@@ -6,14 +6,12 @@ import (
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
-
-	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 )
 
 // JobStore keeps, per runner job, what Nomad last said about it: that the job
-// exists and its allocations. The Nomad event source fills it with one jobs list
-// and one allocations list at every (re)connect of the event stream and keeps it
-// current from the events it forwards (Allocation events carry the whole
+// exists and its allocations. The Watcher fills it with one jobs list and one
+// allocations list at every (re)connect of the event stream and keeps it
+// current from the events it reads (Allocation events carry the whole
 // allocation). The Runner controller answers its reconciles from it, so neither
 // an event nor a resync of every runner costs a Nomad read per runner.
 //
@@ -21,6 +19,7 @@ import (
 // for a job it has not seen, and for a job Nomad deregistered, it answers "don't
 // know" and the caller reads Nomad directly. A miss is never "job lost".
 type JobStore struct {
+	now    func() time.Time
 	mu     sync.RWMutex
 	synced bool
 	jobs   map[string]*storedJob
@@ -48,16 +47,17 @@ type storedJob struct {
 	allocs map[string]*nomad.AllocationListStub
 }
 
-// NewJobStore returns an empty, not yet synced store.
-func NewJobStore() *JobStore {
-	return &JobStore{jobs: map[string]*storedJob{}}
+// NewJobStore returns an empty, not yet synced store; now is the clock that
+// ages its tombstones.
+func NewJobStore(now func() time.Time) *JobStore {
+	return &JobStore{now: now, jobs: map[string]*storedJob{}}
 }
 
 // Replace swaps the whole content for a fresh listing: jobs are this instance's
 // runner jobs, allocs every allocation (those of other jobs are dropped). The
 // store is synced afterwards. Events older than the listing that are applied
 // later never move an allocation back (see ObserveAllocation).
-func (s *JobStore) Replace(jobs []nomadbridge.JobRef, allocs []*nomad.AllocationListStub) {
+func (s *JobStore) Replace(jobs []JobRef, allocs []*nomad.AllocationListStub) {
 	m := make(map[string]*storedJob, len(jobs))
 	for _, j := range jobs {
 		m[j.ID] = &storedJob{owner: j.Meta.UID, allocs: map[string]*nomad.AllocationListStub{}}
@@ -101,7 +101,7 @@ func (s *JobStore) ObserveJob(jobID string, deregistered bool) {
 	if deregistered {
 		// Purged allocations leave without events: forget them, and let the
 		// next lookup ask Nomad (the job may also just be stopped).
-		now := time.Now()
+		now := s.now()
 		s.jobs[jobID] = &storedJob{gone: true}
 		s.tombstones = append(s.tombstones, tombstone{jobID: jobID, at: now})
 		for len(s.tombstones) > 0 && now.Sub(s.tombstones[0].at) > tombstoneTTL {
@@ -181,13 +181,6 @@ func (s *JobStore) Ports(jobID, allocID string) ([]nomad.PortMapping, bool) {
 		return nil, false
 	}
 	return a.AllocatedResources.Shared.Ports, true
-}
-
-// Len is the number of jobs held (tombstones included).
-func (s *JobStore) Len() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return len(s.jobs)
 }
 
 // allocationStub is what the store keeps of an allocation from an event: the

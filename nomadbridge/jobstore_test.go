@@ -1,15 +1,26 @@
-package controllers
+package nomadbridge_test
 
 import (
 	"testing"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 )
 
+// fixedClock is a clock a test moves by hand.
+type fixedClock struct{ t time.Time }
+
+func (c *fixedClock) now() time.Time { return c.t }
+
+func newStore() (*nomadbridge.JobStore, *fixedClock) {
+	clk := &fixedClock{t: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)}
+	return nomadbridge.NewJobStore(clk.now), clk
+}
+
 func TestJobStoreAnswersOnlyWhatItKnows(t *testing.T) {
-	s := NewJobStore()
+	s, _ := newStore()
 	if _, ok := s.Allocations("j1"); ok {
 		t.Fatal("a store never filled must miss")
 	}
@@ -71,12 +82,11 @@ func TestJobStoreAnswersOnlyWhatItKnows(t *testing.T) {
 }
 
 func TestJobStorePortsFromAllocatedResources(t *testing.T) {
-	s := NewJobStore()
+	s, _ := newStore()
 	s.Replace([]nomadbridge.JobRef{{ID: "j"}}, nil)
-	a := &nomad.Allocation{ID: "a", JobID: "j", AllocatedResources: &nomad.AllocatedResources{
+	s.ObserveAllocation(&nomad.AllocationListStub{ID: "a", JobID: "j", AllocatedResources: &nomad.AllocatedResources{
 		Shared: nomad.AllocatedSharedResources{Ports: []nomad.PortMapping{{Label: "http", Value: 20001, To: 8080, HostIP: "127.0.0.1"}}},
-	}}
-	s.ObserveAllocation(allocationStub(a))
+	}})
 	ports, ok := s.Ports("j", "a")
 	if !ok || len(ports) != 1 || ports[0].Value != 20001 {
 		t.Fatalf("ports %v %v", ports, ok)
@@ -90,7 +100,7 @@ func TestJobStorePortsFromAllocatedResources(t *testing.T) {
 // registration: one another Runner owns, or one only an event showed, does
 // not (the registration then asks Nomad whose job it is).
 func TestJobStoreKnowsWhoseJobItIs(t *testing.T) {
-	s := NewJobStore()
+	s, _ := newStore()
 	s.Replace([]nomadbridge.JobRef{
 		{ID: "listed", Meta: nomadbridge.RunnerMeta{UID: "uid-1"}},
 		{ID: "legacy"}, // registered before UIDs were recorded
@@ -122,5 +132,34 @@ func TestJobStoreKnowsWhoseJobItIs(t *testing.T) {
 	s.ObserveJob("mine", true)
 	if s.KnownAs("mine", "uid-3") {
 		t.Error("a deregistered job is still known")
+	}
+}
+
+// A deregistered job stays gone against late allocation events for the
+// tombstone's lifetime, measured on the store's clock; after it the tombstone
+// is swept so a long-lived stream does not keep one per runner ever deleted.
+func TestJobStoreSweepsTombstonesOnItsClock(t *testing.T) {
+	s, clk := newStore()
+	s.Replace([]nomadbridge.JobRef{{ID: "old"}, {ID: "new"}}, nil)
+	late := func(job string) {
+		s.ObserveAllocation(&nomad.AllocationListStub{ID: job + "-a", JobID: job, ModifyIndex: 99})
+	}
+
+	s.ObserveJob("old", true)
+	clk.t = clk.t.Add(5 * time.Minute)
+	late("old")
+	if _, ok := s.Allocations("old"); ok {
+		t.Fatal("a late allocation event revived a job deregistered 5 minutes ago")
+	}
+
+	clk.t = clk.t.Add(6 * time.Minute)
+	s.ObserveJob("new", true) // sweeps tombstones older than their lifetime
+	late("old")
+	if _, ok := s.Allocations("old"); !ok {
+		t.Fatal("the tombstone of a job deregistered 11 minutes ago was not swept")
+	}
+	late("new")
+	if _, ok := s.Allocations("new"); ok {
+		t.Fatal("the fresh tombstone was swept with the old one")
 	}
 }
