@@ -10,7 +10,7 @@
 //     template, and checking it against the environment policy;
 //   - jobstore.go: the JobStore, what Nomad last said about every runner job;
 //   - watcher.go: the Watcher, which reads the event stream into the JobStore
-//     and a Handler, with its resume rule (nextConnection);
+//     and a Handler, with its resume rule (nextStreamStart);
 //   - health.go: Health, whose probe is Client.Ping, the one reachability check.
 //
 // Controllers depend on the Client interface only, so a unit test may use a

@@ -40,7 +40,7 @@ type StreamMetrics interface {
 
 // Watcher reads Nomad's event stream (topics Job and Allocation) and keeps the
 // Store and a Handler current from it. Each new connection resumes after the
-// last event read (see nextConnection); since events may still have been
+// last event read (see nextStreamStart); since events may still have been
 // missed, every (re)connect refills the Store with one jobs list and one
 // allocations list and asks the Handler to resync. Nothing is polled.
 type Watcher struct {
@@ -78,14 +78,14 @@ func (w *Watcher) Run(ctx context.Context, h Handler) error {
 	if w.MaxBackoff > 0 {
 		maxBackoff = max(w.MaxBackoff, minReconnectBackoff)
 	}
-	var next connection
+	var next streamStart
 	defer w.setConnected(false)
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		end, err := w.session(ctx, h, next.index, attempt > 0)
 		if ctx.Err() != nil {
 			return nil
 		}
-		next = nextConnection(next, end, maxBackoff)
+		next = nextStreamStart(next, end, maxBackoff)
 		wait := next.backoff + rand.N(next.backoff/2)
 		logger.Info("Nomad event stream interrupted; reconnecting", "error", err, "index", next.index, "connectedFor", end.connectedFor, "backoff", wait)
 		select {
@@ -97,8 +97,8 @@ func (w *Watcher) Run(ctx context.Context, h Handler) error {
 	return nil
 }
 
-// connection is where and when the watcher opens its next stream.
-type connection struct {
+// streamStart is where and when the watcher opens its next stream.
+type streamStart struct {
 	// index is the first event index the stream asks for (0: from now).
 	index uint64
 	// backoff is the wait before opening it, before jitter.
@@ -115,7 +115,7 @@ type streamEnd struct {
 	connectedFor time.Duration
 }
 
-// nextConnection decides, once a stream has ended or failed to open, where
+// nextStreamStart decides, once a stream has ended or failed to open, where
 // the next one resumes and how long to wait first.
 //
 // It resumes right after the last batch read, also when that index is lower
@@ -129,7 +129,7 @@ type streamEnd struct {
 // a Nomad (or proxy) that accepts streams and drops them must not be
 // reconnected to twice a second. Only a stream that stayed up for maxBackoff
 // starts the count again.
-func nextConnection(last connection, end streamEnd, maxBackoff time.Duration) connection {
+func nextStreamStart(last streamStart, end streamEnd, maxBackoff time.Duration) streamStart {
 	next := last
 	if end.read {
 		next.index = end.lastIndex + 1

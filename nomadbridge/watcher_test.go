@@ -10,42 +10,42 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 )
 
-func TestNextConnection(t *testing.T) {
+func TestNextStreamStart(t *testing.T) {
 	const maxBackoff = 30 * time.Second
 	for _, tc := range []struct {
 		name string
-		last connection
+		last streamStart
 		end  streamEnd
-		want connection
+		want streamStart
 	}{
 		// Where the next stream resumes.
 		{"the first stream fails to open: from now, at once after the shortest wait",
-			connection{}, streamEnd{}, connection{index: 0, backoff: minReconnectBackoff}},
+			streamStart{}, streamEnd{}, streamStart{index: 0, backoff: minReconnectBackoff}},
 		{"a stream that read events resumes after the last one",
-			connection{index: 0}, streamEnd{read: true, lastIndex: 42, connectedFor: time.Minute}, connection{index: 43, backoff: minReconnectBackoff}},
+			streamStart{index: 0}, streamEnd{read: true, lastIndex: 42, connectedFor: time.Minute}, streamStart{index: 43, backoff: minReconnectBackoff}},
 		{"a stream that read nothing resumes where it was opened",
-			connection{index: 43, backoff: time.Second}, streamEnd{connectedFor: time.Second}, connection{index: 43, backoff: 2 * time.Second}},
+			streamStart{index: 43, backoff: time.Second}, streamEnd{connectedFor: time.Second}, streamStart{index: 43, backoff: 2 * time.Second}},
 		{"a failure to open keeps the index",
-			connection{index: 43, backoff: time.Second}, streamEnd{}, connection{index: 43, backoff: 2 * time.Second}},
+			streamStart{index: 43, backoff: time.Second}, streamEnd{}, streamStart{index: 43, backoff: 2 * time.Second}},
 		{"a restarted Nomad's lower indexes are followed, not the old ones",
-			connection{index: 43, backoff: time.Second}, streamEnd{read: true, lastIndex: 5, connectedFor: time.Second}, connection{index: 6, backoff: 2 * time.Second}},
+			streamStart{index: 43, backoff: time.Second}, streamEnd{read: true, lastIndex: 5, connectedFor: time.Second}, streamStart{index: 6, backoff: 2 * time.Second}},
 
 		// How long to wait first.
-		{"second failure in a row", connection{backoff: 500 * time.Millisecond}, streamEnd{}, connection{backoff: time.Second}},
-		{"doubles", connection{backoff: 4 * time.Second}, streamEnd{}, connection{backoff: 8 * time.Second}},
-		{"capped", connection{backoff: 20 * time.Second}, streamEnd{}, connection{backoff: maxBackoff}},
-		{"stays at the cap", connection{backoff: maxBackoff}, streamEnd{}, connection{backoff: maxBackoff}},
+		{"second failure in a row", streamStart{backoff: 500 * time.Millisecond}, streamEnd{}, streamStart{backoff: time.Second}},
+		{"doubles", streamStart{backoff: 4 * time.Second}, streamEnd{}, streamStart{backoff: 8 * time.Second}},
+		{"capped", streamStart{backoff: 20 * time.Second}, streamEnd{}, streamStart{backoff: maxBackoff}},
+		{"stays at the cap", streamStart{backoff: maxBackoff}, streamEnd{}, streamStart{backoff: maxBackoff}},
 		{"a stream that broke at once is a failure",
-			connection{backoff: 4 * time.Second}, streamEnd{connectedFor: 200 * time.Millisecond}, connection{backoff: 8 * time.Second}},
+			streamStart{backoff: 4 * time.Second}, streamEnd{connectedFor: 200 * time.Millisecond}, streamStart{backoff: 8 * time.Second}},
 		{"a stream up for less than the cap is a failure",
-			connection{backoff: maxBackoff}, streamEnd{connectedFor: maxBackoff - time.Second}, connection{backoff: maxBackoff}},
+			streamStart{backoff: maxBackoff}, streamEnd{connectedFor: maxBackoff - time.Second}, streamStart{backoff: maxBackoff}},
 		{"a stream up for the cap starts again",
-			connection{backoff: maxBackoff}, streamEnd{connectedFor: maxBackoff}, connection{backoff: minReconnectBackoff}},
-		{"a long first stream", connection{}, streamEnd{connectedFor: time.Hour}, connection{backoff: minReconnectBackoff}},
+			streamStart{backoff: maxBackoff}, streamEnd{connectedFor: maxBackoff}, streamStart{backoff: minReconnectBackoff}},
+		{"a long first stream", streamStart{}, streamEnd{connectedFor: time.Hour}, streamStart{backoff: minReconnectBackoff}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := nextConnection(tc.last, tc.end, maxBackoff); got != tc.want {
-				t.Errorf("nextConnection(%+v, %+v) = %+v, want %+v", tc.last, tc.end, got, tc.want)
+			if got := nextStreamStart(tc.last, tc.end, maxBackoff); got != tc.want {
+				t.Errorf("nextStreamStart(%+v, %+v) = %+v, want %+v", tc.last, tc.end, got, tc.want)
 			}
 		})
 	}
