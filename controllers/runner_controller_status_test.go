@@ -63,6 +63,16 @@ func TestComputeRunnerStatus(t *testing.T) {
 		{Type: nomad.TaskStarted},
 		{Type: nomad.TaskTerminated, Details: map[string]string{"oom_killed": "true"}},
 	}}
+	lost := alloc(firstID, nomad.AllocClientStatusLost)
+	lost.ClientDescription = "alloc is lost since its node is down"
+	stopped := alloc(firstID, nomad.AllocClientStatusRunning)
+	stopped.DesiredStatus = nomad.AllocDesiredStatusStop
+	// failure is the decision for a runner that fails now: Failed with the
+	// reason, and a Warning that says so.
+	failure := func(allocID, reason, message string) runnerDecision {
+		return runnerDecision{Status: status(v1alpha1.RunnerFailed, allocID, reason, message),
+			Event: &runnerEvent{Reason: reason, Action: "Observe", Note: message}}
+	}
 	ready := func(s metav1.ConditionStatus, reason, message string) metav1.Condition {
 		return metav1.Condition{Type: v1alpha1.ReadyCondition, Status: s, Reason: reason, Message: message}
 	}
@@ -158,74 +168,55 @@ func TestComputeRunnerStatus(t *testing.T) {
 		{
 			name: "OOM-killed: Failed with a Warning",
 			in:   status(v1alpha1.RunnerIdle, firstID, "", ""), age: time.Hour, allocs: running(firstID, oom),
-			want: runnerDecision{Status: status(v1alpha1.RunnerFailed, firstID, v1alpha1.ReasonOOMKilled, "Task main ran out of memory and was killed."),
-				Event: &runnerEvent{Reason: v1alpha1.ReasonOOMKilled, Action: "Observe", Note: "Task main ran out of memory and was killed."}},
+			want:  failure(firstID, v1alpha1.ReasonOOMKilled, "Task main ran out of memory and was killed."),
 			ready: ready(metav1.ConditionFalse, v1alpha1.ReasonOOMKilled, "Task main ran out of memory and was killed."),
 		},
 		{
 			name: "a restarted task fails the runner: a restarted runner is a different runner",
 			in:   status(v1alpha1.RunnerIdle, firstID, "", ""), age: time.Hour,
 			allocs: running(firstID, &nomad.TaskState{State: "running", Restarts: 1}),
-			want: runnerDecision{Status: status(v1alpha1.RunnerFailed, firstID, v1alpha1.ReasonAllocationRestart,
-				"Task main restarted 1 times; a restarted runner is a different runner."),
-				Event: &runnerEvent{Reason: v1alpha1.ReasonAllocationRestart, Action: "Observe",
-					Note: "Task main restarted 1 times; a restarted runner is a different runner."}},
-			ready: ready(metav1.ConditionFalse, v1alpha1.ReasonAllocationRestart, "Task main restarted 1 times; a restarted runner is a different runner."),
+			want:   failure(firstID, v1alpha1.ReasonAllocationRestart, "Task main restarted 1 times; a restarted runner is a different runner."),
+			ready:  ready(metav1.ConditionFalse, v1alpha1.ReasonAllocationRestart, "Task main restarted 1 times; a restarted runner is a different runner."),
 		},
 		{
 			name: "a dead task while starting: Failed with Nomad's last message",
 			in:   asCreated, age: 5 * time.Second,
 			allocs: []*nomad.AllocationListStub{alloc(firstID, nomad.AllocClientStatusPending, &nomad.TaskState{State: "dead", Failed: true,
 				Events: []*nomad.TaskEvent{{Type: nomad.TaskDriverFailure, DisplayMessage: "Failed to pull image."}}})},
-			want: runnerDecision{Status: status(v1alpha1.RunnerFailed, firstID, v1alpha1.ReasonAllocationFailed, "Task main is dead: Failed to pull image."),
-				Event: &runnerEvent{Reason: v1alpha1.ReasonAllocationFailed, Action: "Observe", Note: "Task main is dead: Failed to pull image."}},
+			want:  failure(firstID, v1alpha1.ReasonAllocationFailed, "Task main is dead: Failed to pull image."),
 			ready: ready(metav1.ConditionFalse, v1alpha1.ReasonAllocationFailed, "Task main is dead: Failed to pull image."),
 		},
 		{
 			name: "a lost allocation: Failed with its client status",
 			in:   status(v1alpha1.RunnerIdle, firstID, "", ""), age: time.Hour,
-			allocs: []*nomad.AllocationListStub{func() *nomad.AllocationListStub {
-				a := alloc(firstID, nomad.AllocClientStatusLost)
-				a.ClientDescription = "alloc is lost since its node is down"
-				return a
-			}()},
-			want: runnerDecision{Status: status(v1alpha1.RunnerFailed, firstID, v1alpha1.ReasonAllocationFailed,
-				"Allocation 11111111 is lost: alloc is lost since its node is down."),
-				Event: &runnerEvent{Reason: v1alpha1.ReasonAllocationFailed, Action: "Observe", Note: "Allocation 11111111 is lost: alloc is lost since its node is down."}},
-			ready: ready(metav1.ConditionFalse, v1alpha1.ReasonAllocationFailed, "Allocation 11111111 is lost: alloc is lost since its node is down."),
+			allocs: []*nomad.AllocationListStub{lost},
+			want:   failure(firstID, v1alpha1.ReasonAllocationFailed, "Allocation 11111111 is lost: alloc is lost since its node is down."),
+			ready:  ready(metav1.ConditionFalse, v1alpha1.ReasonAllocationFailed, "Allocation 11111111 is lost: alloc is lost since its node is down."),
 		},
 		{
 			name: "a replaced allocation: Failed, the status keeps naming the first one",
 			in:   status(v1alpha1.RunnerIdle, firstID, "", ""), age: time.Hour,
 			allocs: append(running(secondID), alloc(firstID, nomad.AllocClientStatusFailed)),
-			want: runnerDecision{Status: status(v1alpha1.RunnerFailed, firstID, v1alpha1.ReasonAllocationFailed, "Allocation 11111111 was replaced by 22222222."),
-				Event: &runnerEvent{Reason: v1alpha1.ReasonAllocationFailed, Action: "Observe", Note: "Allocation 11111111 was replaced by 22222222."}},
-			ready: ready(metav1.ConditionFalse, v1alpha1.ReasonAllocationFailed, "Allocation 11111111 was replaced by 22222222."),
+			want:   failure(firstID, v1alpha1.ReasonAllocationFailed, "Allocation 11111111 was replaced by 22222222."),
+			ready:  ready(metav1.ConditionFalse, v1alpha1.ReasonAllocationFailed, "Allocation 11111111 was replaced by 22222222."),
 		},
 		{
 			name: "the allocation is gone: Failed, NomadJobLost",
 			in:   status(v1alpha1.RunnerIdle, firstID, "", ""), age: time.Hour,
-			want: runnerDecision{Status: status(v1alpha1.RunnerFailed, firstID, v1alpha1.ReasonNomadJobLost, "Allocation 11111111 is gone from Nomad."),
-				Event: &runnerEvent{Reason: v1alpha1.ReasonNomadJobLost, Action: "Observe", Note: "Allocation 11111111 is gone from Nomad."}},
+			want:  failure(firstID, v1alpha1.ReasonNomadJobLost, "Allocation 11111111 is gone from Nomad."),
 			ready: ready(metav1.ConditionFalse, v1alpha1.ReasonNomadJobLost, "Allocation 11111111 is gone from Nomad."),
 		},
 		{
 			name: "the allocation was stopped in Nomad: Failed, NomadJobLost",
 			in:   status(v1alpha1.RunnerIdle, firstID, "", ""), age: time.Hour,
-			allocs: []*nomad.AllocationListStub{func() *nomad.AllocationListStub {
-				a := alloc(firstID, nomad.AllocClientStatusRunning)
-				a.DesiredStatus = nomad.AllocDesiredStatusStop
-				return a
-			}()},
-			want: runnerDecision{Status: status(v1alpha1.RunnerFailed, firstID, v1alpha1.ReasonNomadJobLost, "Allocation 11111111 was stopped in Nomad."),
-				Event: &runnerEvent{Reason: v1alpha1.ReasonNomadJobLost, Action: "Observe", Note: "Allocation 11111111 was stopped in Nomad."}},
-			ready: ready(metav1.ConditionFalse, v1alpha1.ReasonNomadJobLost, "Allocation 11111111 was stopped in Nomad."),
+			allocs: []*nomad.AllocationListStub{stopped},
+			want:   failure(firstID, v1alpha1.ReasonNomadJobLost, "Allocation 11111111 was stopped in Nomad."),
+			ready:  ready(metav1.ConditionFalse, v1alpha1.ReasonNomadJobLost, "Allocation 11111111 was stopped in Nomad."),
 		},
 		{
 			name: "the job is gone: Failed, NomadJobLost, never taken for an unplaced runner",
 			in:   status(v1alpha1.RunnerPending, "", "", ""), age: time.Minute, jobGone: true,
-			want: runnerDecision{Status: status(v1alpha1.RunnerFailed, "", v1alpha1.ReasonNomadJobLost, "Nomad job "+job+" is gone."),
-				Event: &runnerEvent{Reason: v1alpha1.ReasonNomadJobLost, Action: "Observe", Note: "Nomad job " + job + " is gone."}},
+			want:  failure("", v1alpha1.ReasonNomadJobLost, "Nomad job "+job+" is gone."),
 			ready: ready(metav1.ConditionFalse, v1alpha1.ReasonNomadJobLost, "Nomad job "+job+" is gone."),
 		},
 		{
