@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -45,12 +44,6 @@ const (
 	NomadNamespaceAnnotation = "execution.nomadrunner.io/nomad-namespace"
 	// jobIDIndex indexes Runners by Nomad job ID, for mapping Nomad events.
 	jobIDIndex = "nomadJobID"
-	// placementGrace is how long a runner without an allocation may wait before
-	// Nomad is asked why it is not placed.
-	placementGrace = 3 * time.Second
-	// startupQuiet is how long a runner that starts normally (Pending, nothing
-	// to report) goes without a status write: see holdBack.
-	startupQuiet = 10 * time.Second
 	// conflictRetry is how soon a status write that lost to a newer version is retried.
 	conflictRetry = 200 * time.Millisecond
 	// staleRetry is how soon a reconcile that found the cache behind our own
@@ -203,79 +196,30 @@ func (r *RunnerReconciler) setPurgeCondition(ctx context.Context, runner *v1alph
 	return nil
 }
 
+// reconcileNormal reads what the runner's status depends on, computes the
+// status from it (computeRunnerStatus) and acts on the decision: events and
+// metrics, one status write, the deletion of a runner whose claim lapsed.
 func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1.Runner) (ctrl.Result, error) {
-	logger := log.FromContext(ctx)
-	jobID := runner.Annotations[JobIDAnnotation]
-	namespace := runner.Annotations[NomadNamespaceAnnotation]
-	before := runner.DeepCopy()
-	var askAgain time.Duration // when to ask Nomad why the runner is not placed
+	o, registered, err := r.observe(ctx, runner)
+	if err != nil || !registered {
+		return ctrl.Result{}, err
+	}
+	d := computeRunnerStatus(o)
 
-	if runner.Status.NomadJobID == "" && (runner.Status.Phase == "" || runner.Status.Phase == v1alpha1.RunnerPending) {
-		// Not registered as far as the status says (it is written later, see
-		// holdBack; register knows a job it registered already).
-		registered, err := r.register(ctx, runner)
-		if err != nil || !registered {
+	before := runner.DeepCopy()
+	runner.Status = d.Status
+	if d.ReadPorts {
+		if err := r.observePorts(ctx, runner); err != nil {
 			return ctrl.Result{}, err
 		}
-		runner.Status.Phase = v1alpha1.RunnerPending
-		runner.Status.NomadJobID = jobID
-		runner.Status.NomadNamespace = namespace
 	}
-	if runner.Status.Phase != v1alpha1.RunnerFailed {
-		allocs, err := r.jobAllocations(ctx, namespace, jobID)
-		switch {
-		case errors.Is(err, nomadbridge.ErrJobNotFound):
-			failRunner(runner, v1alpha1.ReasonNomadJobLost, fmt.Sprintf("Nomad job %s is gone.", jobID))
-		case err != nil:
-			return ctrl.Result{}, err
-		default:
-			observeAllocations(runner, allocs)
-			if before.Status.Phase != v1alpha1.RunnerIdle && runner.Status.Phase == v1alpha1.RunnerIdle {
-				// Ports are fixed for an allocation's life: read them once, as it turns Idle.
-				if err := r.observePorts(ctx, runner); err != nil {
-					return ctrl.Result{}, err
-				}
-			}
-			if len(allocs) == 0 && runner.Status.Phase == v1alpha1.RunnerPending {
-				// Held as Pending, never deleted and recreated: say why it waits.
-				// Not while Nomad is still at it (a filling pool of 200 otherwise
-				// reads 200 evaluations that say nothing): look once the grace
-				// period is over, and the requeue makes sure we do.
-				if wait := placementGrace - r.Clock.Since(runner.CreationTimestamp.Time); wait > 0 && runner.Status.Reason == "" {
-					askAgain = wait
-					break
-				}
-				why, err := r.Bridge.PlacementFailure(ctx, namespace, jobID)
-				if err != nil {
-					return ctrl.Result{}, err
-				}
-				if why != "" {
-					runner.Status.Reason = v1alpha1.ReasonWaitingForNomad
-					runner.Status.Message = "Nomad cannot place the runner yet: " + why + "."
-				} else {
-					runner.Status.Reason, runner.Status.Message = "", ""
-				}
-			}
-		}
-	}
-	if runner.Status.Reason == v1alpha1.ReasonWaitingForNomad && before.Status.Reason != runner.Status.Reason {
-		r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, v1alpha1.ReasonWaitingForNomad, "Schedule", "%s", runner.Status.Message)
-	}
-	if before.Status.Phase != runner.Status.Phase {
-		logger.Info("Runner changed phase", "from", before.Status.Phase, "to", runner.Status.Phase, "reason", runner.Status.Reason)
-		if runner.Status.Phase == v1alpha1.RunnerIdle {
-			metrics.RunnerStartup.WithLabelValues(runner.Namespace, runner.Spec.Environment).
-				Observe(r.Clock.Since(runner.CreationTimestamp.Time).Seconds())
-		}
-		if runner.Status.Phase == v1alpha1.RunnerFailed {
-			r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, runner.Status.Reason, "Observe", "%s", runner.Status.Message)
-		}
-	}
-	if wait := r.holdBack(runner); wait > 0 {
+	r.report(ctx, runner, before.Status.Phase, d)
+	if d.WriteIn > 0 {
 		// Nothing a user acts on yet: write once the runner is Idle, has a
 		// reason to show, or is still Pending when the quiet period ends.
-		if askAgain > 0 {
-			wait = min(wait, askAgain)
+		wait := d.WriteIn
+		if d.AskNomadIn > 0 {
+			wait = min(wait, d.AskNomadIn)
 		}
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
@@ -289,21 +233,63 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 		}
 		return ctrl.Result{}, err
 	}
-	return r.enforceInactivity(ctx, runner)
+	if d.ClaimExpired {
+		return ctrl.Result{}, r.deleteInactive(ctx, runner)
+	}
+	return ctrl.Result{RequeueAfter: d.ClaimExpiresIn}, nil
 }
 
-// holdBack tells how long to keep back the status write of a runner that is
-// still starting normally: Pending, no reason to report (Nomad's placement
-// failure is one, written at once), younger than startupQuiet. Its
-// registration and its allocation's placement are progress nobody acts on
-// (claimers wait for Idle), and writing each would triple the API writes of
-// every fill and refill: a runner that starts within startupQuiet costs one
-// status write, Pending→Idle. 0: write now.
-func (r *RunnerReconciler) holdBack(runner *v1alpha1.Runner) time.Duration {
-	if runner.Status.Phase != v1alpha1.RunnerPending || runner.Status.Reason != "" {
-		return 0
+// observe reads what the runner's status is computed from. It registers the
+// runner's job first when the status names none yet (false: not now, see
+// register), then reads the job's allocations and, when due, why Nomad does
+// not place it. A Failed runner stays Failed: Nomad is not read for it.
+func (r *RunnerReconciler) observe(ctx context.Context, runner *v1alpha1.Runner) (runnerObservation, bool, error) {
+	o := runnerObservation{
+		Status: runner.Status, Generation: runner.Generation,
+		JobID: runner.Annotations[JobIDAnnotation], Namespace: runner.Annotations[NomadNamespaceAnnotation],
+		Created: runner.CreationTimestamp.Time, Now: r.Clock.Now(),
 	}
-	return max(startupQuiet-r.Clock.Since(runner.CreationTimestamp.Time), 0)
+	if needsRegistration(runner.Status) {
+		if registered, err := r.register(ctx, runner); err != nil || !registered {
+			return o, false, err
+		}
+	}
+	if runner.Status.Phase == v1alpha1.RunnerFailed {
+		return o, true, nil
+	}
+	allocs, err := r.jobAllocations(ctx, o.Namespace, o.JobID)
+	switch {
+	case errors.Is(err, nomadbridge.ErrJobNotFound):
+		o.JobGone = true
+	case err != nil:
+		return o, false, err
+	default:
+		o.Allocations = allocs
+	}
+	if askWhyUnplaced(o) {
+		why, err := r.Bridge.PlacementFailure(ctx, o.Namespace, o.JobID)
+		if err != nil {
+			return o, false, err
+		}
+		o.WhyUnplaced = &why
+	}
+	return o, true, nil
+}
+
+// report tells users and operators what a decision changed: its Event, a log
+// line for a new phase and, for a runner turning Idle, how long it took.
+func (r *RunnerReconciler) report(ctx context.Context, runner *v1alpha1.Runner, was v1alpha1.RunnerPhase, d runnerDecision) {
+	if e := d.Event; e != nil {
+		r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, e.Reason, e.Action, "%s", e.Note)
+	}
+	if was == d.Status.Phase {
+		return
+	}
+	log.FromContext(ctx).Info("Runner changed phase", "from", was, "to", d.Status.Phase, "reason", d.Status.Reason)
+	if d.Status.Phase == v1alpha1.RunnerIdle {
+		metrics.RunnerStartup.WithLabelValues(runner.Namespace, runner.Spec.Environment).
+			Observe(r.Clock.Since(runner.CreationTimestamp.Time).Seconds())
+	}
 }
 
 // jobAllocations answers from the Store when it knows the job, and reads Nomad
@@ -397,95 +383,19 @@ func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner
 	return true, nil
 }
 
-// observeAllocations maps the job's allocations to the runner's phase. A runner
-// only moves forward: once Claimed it can only fail, and anything that makes the
-// allocation a different one (a restart, a replacement) fails it.
-func observeAllocations(runner *v1alpha1.Runner, allocs []*nomad.AllocationListStub) {
-	if len(allocs) == 0 {
-		if runner.Status.AllocationID != "" {
-			failRunner(runner, v1alpha1.ReasonNomadJobLost, fmt.Sprintf("Allocation %s is gone from Nomad.", short(runner.Status.AllocationID)))
-		}
-		return // never placed yet: waiting for an evaluation or for capacity, stays Pending
-	}
-	alloc := allocs[0]
-	if runner.Status.AllocationID != "" && runner.Status.AllocationID != alloc.ID {
-		failRunner(runner, v1alpha1.ReasonAllocationFailed, fmt.Sprintf("Allocation %s was replaced by %s.", short(runner.Status.AllocationID), short(alloc.ID)))
-		return
-	}
-	runner.Status.AllocationID = alloc.ID
-	runner.Status.NodeName = alloc.NodeName
-	for name, ts := range alloc.TaskStates {
-		if ts == nil {
-			continue
-		}
-		if reason, msg, bad := taskTrouble(name, ts); bad {
-			failRunner(runner, reason, msg)
-			return
-		}
-	}
-	switch alloc.ClientStatus {
-	case nomad.AllocClientStatusRunning:
-		if runner.Status.Phase == v1alpha1.RunnerPending {
-			runner.Status.Phase = v1alpha1.RunnerIdle
-			runner.Status.Reason, runner.Status.Message = "", ""
-		}
-	case nomad.AllocClientStatusFailed, nomad.AllocClientStatusLost, nomad.AllocClientStatusComplete:
-		failRunner(runner, v1alpha1.ReasonAllocationFailed, fmt.Sprintf("Allocation %s is %s: %s.", short(alloc.ID), alloc.ClientStatus, alloc.ClientDescription))
-	}
-	if alloc.DesiredStatus == nomad.AllocDesiredStatusStop && runner.Status.Phase != v1alpha1.RunnerFailed {
-		failRunner(runner, v1alpha1.ReasonNomadJobLost, fmt.Sprintf("Allocation %s was stopped in Nomad.", short(alloc.ID)))
-	}
-}
-
-// taskTrouble reports a task that was OOM-killed, restarted or failed.
-func taskTrouble(task string, ts *nomad.TaskState) (reason, message string, bad bool) {
-	for _, e := range ts.Events {
-		if e != nil && e.Type == nomad.TaskTerminated && e.Details["oom_killed"] == "true" {
-			return v1alpha1.ReasonOOMKilled, fmt.Sprintf("Task %s ran out of memory and was killed.", task), true
-		}
-	}
-	if ts.Restarts > 0 {
-		return v1alpha1.ReasonAllocationRestart, fmt.Sprintf("Task %s restarted %d times; a restarted runner is a different runner.", task, ts.Restarts), true
-	}
-	if ts.Failed || ts.State == "dead" {
-		msg := fmt.Sprintf("Task %s is %s.", task, ts.State)
-		if n := len(ts.Events); n > 0 && ts.Events[n-1] != nil && ts.Events[n-1].DisplayMessage != "" {
-			msg = fmt.Sprintf("Task %s is %s: %s.", task, ts.State, strings.TrimSuffix(ts.Events[n-1].DisplayMessage, "."))
-		}
-		return v1alpha1.ReasonAllocationFailed, msg, true
-	}
-	return "", "", false
-}
-
-func failRunner(runner *v1alpha1.Runner, reason, message string) {
-	runner.Status.Phase = v1alpha1.RunnerFailed
-	runner.Status.Reason, runner.Status.Message = reason, message
-}
-
-// enforceInactivity deletes a claimed (or failed, claimed) runner whose holder
-// stopped renewing, and otherwise asks to be called back at the deadline.
-func (r *RunnerReconciler) enforceInactivity(ctx context.Context, runner *v1alpha1.Runner) (ctrl.Result, error) {
+// deleteInactive deletes a claimed (or failed, claimed) runner whose holder
+// stopped renewing.
+func (r *RunnerReconciler) deleteInactive(ctx context.Context, runner *v1alpha1.Runner) error {
 	c := runner.Status.Claim
-	if c == nil || c.InactivityTimeoutSeconds <= 0 {
-		return ctrl.Result{}, nil
-	}
-	last := c.ClaimedAt.Time
-	if c.LastActivityTime != nil && c.LastActivityTime.After(last) {
-		last = c.LastActivityTime.Time
-	}
-	deadline := last.Add(time.Duration(c.InactivityTimeoutSeconds) * time.Second)
-	if wait := deadline.Sub(r.Clock.Now()); wait > 0 {
-		return ctrl.Result{RequeueAfter: wait}, nil
-	}
-	log.FromContext(ctx).Info("Deleting Runner after claim inactivity", "holder", c.Holder, "lastActivity", last)
+	log.FromContext(ctx).Info("Deleting Runner after claim inactivity", "holder", c.Holder, "lastActivity", lastActivity(c))
 	r.Recorder.Eventf(runner, nil, corev1.EventTypeNormal, v1alpha1.ReasonInactivityTimeout, "Delete",
 		"Holder %s did not renew the claim for %ds; deleting the runner", c.Holder, c.InactivityTimeoutSeconds)
 	// Precondition on the version we judged: a renewal meanwhile wins.
 	err := r.Delete(ctx, runner, client.Preconditions{UID: &runner.UID, ResourceVersion: &runner.ResourceVersion})
 	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-		return ctrl.Result{}, nil
+		return nil
 	}
-	return ctrl.Result{}, err
+	return err
 }
 
 // writeStatus patches the fields this controller owns, with an optimistic lock:
@@ -494,8 +404,6 @@ func (r *RunnerReconciler) enforceInactivity(ctx context.Context, runner *v1alph
 // overwritten. A phase change is this one write: claimers select on the phase
 // field itself (the CRD's selectableFields), there is no label to keep in step.
 func (r *RunnerReconciler) writeStatus(ctx context.Context, runner, before *v1alpha1.Runner) error {
-	runner.Status.ObservedGeneration = runner.Generation
-	meta.SetStatusCondition(&runner.Status.Conditions, readyCondition(runner))
 	boundRunnerStatus(&runner.Status)
 	if equality.Semantic.DeepEqual(before.Status, runner.Status) {
 		return nil
@@ -522,34 +430,6 @@ func (r *RunnerReconciler) cacheBehindOwnWrite(key types.NamespacedName, cached 
 	}
 	r.ownWrites.Delete(key) // the cache has caught up (or someone wrote since)
 	return false
-}
-
-func readyCondition(runner *v1alpha1.Runner) metav1.Condition {
-	c := metav1.Condition{Type: v1alpha1.ReadyCondition, ObservedGeneration: runner.Generation}
-	switch runner.Status.Phase {
-	case v1alpha1.RunnerIdle, v1alpha1.RunnerClaimed:
-		c.Status, c.Reason, c.Message = metav1.ConditionTrue, v1alpha1.ReasonAsExpected, "Allocation "+short(runner.Status.AllocationID)+" is running."
-	case v1alpha1.RunnerFailed:
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, runner.Status.Reason, runner.Status.Message
-	case v1alpha1.RunnerPending:
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Pending", "Waiting for the Nomad allocation to run."
-		if runner.Status.Reason != "" {
-			c.Reason, c.Message = runner.Status.Reason, runner.Status.Message
-		}
-	default:
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Pending", "Waiting for the Nomad job to be registered."
-	}
-	if c.Reason == "" {
-		c.Reason = v1alpha1.ReasonInternalError
-	}
-	return c
-}
-
-func short(id string) string {
-	if len(id) > 8 {
-		return id[:8]
-	}
-	return id
 }
 
 // runnerChangeMatters filters Runner updates down to those that need the
