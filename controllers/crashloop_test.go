@@ -1,50 +1,85 @@
 package controllers
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 )
 
+// TestCrashLoopBackoff runs one backoff through a table of passes, in order:
+// each may let time pass, then observes the failed runners of an environment.
 func TestCrashLoopBackoff(t *testing.T) {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 	b := NewCrashLoopBackoff(func() time.Time { return now })
 	env := types.NamespacedName{Namespace: "ns", Name: "python"}
 	other := types.NamespacedName{Namespace: "ns", Name: "ruby"}
-	check := func(step string, got CrashLoopStatus, failures int, hold time.Duration, looping bool) {
-		t.Helper()
-		if got.Failures != failures || got.Hold != hold || got.Looping != looping {
-			t.Errorf("%s: got %+v, want failures %d hold %s looping %v", step, got, failures, hold, looping)
+	var many []string
+	for i := range 30 {
+		many = append(many, fmt.Sprintf("m-%d", i))
+	}
+	steps := []struct {
+		name   string
+		wait   time.Duration
+		env    types.NamespacedName
+		failed []string
+		free   int
+		forget bool // Forget env before observing
+		want   CrashLoopStatus
+	}{
+		{name: "no failure", env: env, free: 2, want: CrashLoopStatus{}},
+		// A pool of 2 may lose both runners to one hiccup: replaced at once.
+		{name: "two free failures", env: env, failed: []string{"a", "b"}, free: 2, want: CrashLoopStatus{Failures: 2}},
+		{name: "the same failed runners seen again count once", env: env, failed: []string{"a", "b"}, free: 2, want: CrashLoopStatus{Failures: 2}},
+		{name: "the third failure waits the base delay", env: env, failed: []string{"c"}, free: 2,
+			want: CrashLoopStatus{Failures: 3, Hold: time.Second, Looping: true}},
+		{name: "time passes", wait: 400 * time.Millisecond, env: env, free: 2,
+			want: CrashLoopStatus{Failures: 3, Hold: 600 * time.Millisecond, Looping: true}},
+		{name: "then creations go ahead", wait: time.Second, env: env, free: 2, want: CrashLoopStatus{Failures: 3, Looping: true}},
+		{name: "the fourth failure doubles the delay", env: env, failed: []string{"d"}, free: 2,
+			want: CrashLoopStatus{Failures: 4, Hold: 2 * time.Second, Looping: true}},
+		{name: "the fifth doubles it again", env: env, failed: []string{"e"}, free: 2,
+			want: CrashLoopStatus{Failures: 5, Hold: 4 * time.Second, Looping: true}},
+		{name: "other environments are independent", env: other, failed: []string{"x"}, free: 1, want: CrashLoopStatus{Failures: 1}},
+		{name: "the delay is capped", env: env, failed: many, free: 2,
+			want: CrashLoopStatus{Failures: 35, Hold: crashLoopMaxDelay, Looping: true}},
+		{name: "a quiet period beyond the delay plus ResetAfter ends the streak",
+			wait: crashLoopMaxDelay + crashLoopResetAfter + time.Second, env: env, free: 2, want: CrashLoopStatus{}},
+		{name: "a new streak starts free", env: env, failed: []string{"z"}, free: 2, want: CrashLoopStatus{Failures: 1}},
+		{name: "a forgotten environment starts over", env: env, free: 2, forget: true, want: CrashLoopStatus{}},
+	}
+	for _, s := range steps {
+		now = now.Add(s.wait)
+		if s.forget {
+			b.Forget(s.env)
+		}
+		if got := b.Observe(s.env, s.failed, s.free); got != s.want {
+			t.Errorf("%s: Observe() = %+v, want %+v", s.name, got, s.want)
 		}
 	}
+}
 
-	check("no failure", b.Observe(env, nil, 2), 0, 0, false)
-	// Two free failures (a pool of 2 may lose both to one hiccup): replaced at once.
-	check("two free failures", b.Observe(env, []string{"a", "b"}, 2), 2, 0, false)
-	// The same failed runners seen again in later passes count once.
-	check("seen again", b.Observe(env, []string{"a", "b"}, 2), 2, 0, false)
-	check("third failure waits the base delay", b.Observe(env, []string{"c"}, 2), 3, time.Second, true)
-	now = now.Add(400 * time.Millisecond)
-	check("time passes", b.Observe(env, nil, 2), 3, 600*time.Millisecond, true)
-	now = now.Add(time.Second)
-	check("then creates", b.Observe(env, nil, 2), 3, 0, true)
-	check("fourth failure doubles", b.Observe(env, []string{"d"}, 2), 4, 2*time.Second, true)
-	check("fifth doubles again", b.Observe(env, []string{"e"}, 2), 5, 4*time.Second, true)
-	check("other environments are independent", b.Observe(other, []string{"x"}, 1), 1, 0, false)
-
-	// The delay is capped.
-	var last CrashLoopStatus
-	for i := range 30 {
-		last = b.Observe(env, []string{string(rune('f' + i))}, 2)
+func TestCrashLoopDelay(t *testing.T) {
+	cases := []struct {
+		name           string
+		base, max      time.Duration
+		failures, free int
+		want           time.Duration
+	}{
+		{name: "free failures wait nothing", failures: 2, free: 2, want: 0},
+		{name: "the first failure beyond the free ones waits the base", failures: 3, free: 2, want: crashLoopBaseDelay},
+		{name: "each further failure doubles", failures: 6, free: 2, want: 8 * crashLoopBaseDelay},
+		{name: "up to the cap", failures: 100, free: 2, want: crashLoopMaxDelay},
+		{name: "a tuned base and cap", base: 10 * time.Millisecond, max: 50 * time.Millisecond, failures: 4, free: 1, want: 40 * time.Millisecond},
+		{name: "a tuned cap holds", base: 10 * time.Millisecond, max: 50 * time.Millisecond, failures: 5, free: 1, want: 50 * time.Millisecond},
 	}
-	check("capped", last, 35, crashLoopMaxDelay, true)
-
-	// A quiet period beyond the delay plus ResetAfter ends the streak.
-	now = now.Add(crashLoopMaxDelay + crashLoopResetAfter + time.Second)
-	check("streak over", b.Observe(env, nil, 2), 0, 0, false)
-	check("a new streak starts free", b.Observe(env, []string{"z"}, 2), 1, 0, false)
-
-	b.Forget(env)
-	check("forgotten", b.Observe(env, nil, 2), 0, 0, false)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &CrashLoopBackoff{Base: tc.base, Max: tc.max}
+			if got := b.delay(tc.failures, tc.free); got != tc.want {
+				t.Errorf("delay(%d, %d) = %s, want %s", tc.failures, tc.free, got, tc.want)
+			}
+		})
+	}
 }

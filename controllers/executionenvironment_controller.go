@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -64,7 +65,7 @@ type ExecutionEnvironmentReconciler struct {
 }
 
 // Reconcile implements reconcile.Reconciler.
-func (r *ExecutionEnvironmentReconciler) Reconcile(ctx context.Context, req reconcile.Request) (result reconcile.Result, retErr error) {
+func (r *ExecutionEnvironmentReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	ee := &v1alpha1.ExecutionEnvironment{}
 	if err := r.Get(ctx, req.NamespacedName, ee); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
@@ -87,46 +88,32 @@ func (r *ExecutionEnvironmentReconciler) Reconcile(ctx context.Context, req reco
 	}
 
 	before := ee.DeepCopy()
-	var crash CrashLoopStatus
-	defer func() {
-		r.computeStatus(ee, runners, retErr)
-		r.setCrashLoopCondition(ee, before, crash)
-		if equality.Semantic.DeepEqual(before.Status, ee.Status) {
-			r.recordCreated(ee)
-			return
-		}
-		if hold := r.StatusBatch.Hold(ee.UID, &before.Status, &ee.Status); hold > 0 {
-			// Only counts changed and the last write is recent: write them
-			// with the next pass, at the latest when the hold ends. The
-			// SuccessfulCreate event of this pass's runners waits with them.
-			if result.RequeueAfter == 0 || hold < result.RequeueAfter {
-				result.RequeueAfter = hold
-			}
-			return
-		}
-		r.recordCreated(ee)
-		if err := r.Status().Patch(ctx, ee, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
-			retErr = errors.Join(retErr, fmt.Errorf("write status of environment %s: %w", ee.Name, err))
-			return
-		}
-		r.StatusBatch.Wrote(ee.UID)
-	}()
-	return r.reconcileNormal(ctx, ee, runners, &crash)
+	pass, err := r.reconcileNormal(ctx, ee, runners)
+	computeStatus(ee, runners, pass.crash, err)
+	return r.report(ctx, before, ee, pass.retryAfter, err)
 }
 
-func (r *ExecutionEnvironmentReconciler) reconcileNormal(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner, crash *CrashLoopStatus) (reconcile.Result, error) {
+// poolPass is what a pass over the pool learned beyond the conditions it set.
+type poolPass struct {
+	// crash is the environment's crash-loop backoff (zero when not consulted).
+	crash CrashLoopStatus
+	// retryAfter is when creations the backoff held may go ahead (0: none held).
+	retryAfter time.Duration
+}
+
+func (r *ExecutionEnvironmentReconciler) reconcileNormal(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner) (poolPass, error) {
 	if err := r.Nomad.Err(); err != nil {
 		// Nothing can be created or purged; the probe enqueues every
 		// environment again when Nomad answers.
 		setNomadCondition(ee, err)
-		return reconcile.Result{}, nil
+		return poolPass{}, nil
 	}
 	_, hash, err := r.Renderer.Render(ctx, ee)
 	if err != nil {
 		invalid, refused := errors.Is(err, nomadbridge.ErrInvalidJob), errors.Is(err, nomadbridge.ErrPolicyViolation)
 		if !invalid && !refused {
 			setNomadCondition(ee, err)
-			return reconcile.Result{}, err
+			return poolPass{}, err
 		}
 		reason := v1alpha1.ReasonTemplateInvalid
 		if refused {
@@ -144,10 +131,10 @@ func (r *ExecutionEnvironmentReconciler) reconcileNormal(ctx context.Context, ee
 		if refused {
 			// What runs was made from a job the platform no longer allows:
 			// unclaimed runners go; claimed ones stay with their holders.
-			return reconcile.Result{}, r.removeUnclaimed(ctx, ee, runners)
+			return poolPass{}, r.removeUnclaimed(ctx, ee, runners)
 		}
 		// Only a spec change fixes it; that change triggers a new reconcile.
-		return reconcile.Result{}, nil
+		return poolPass{}, nil
 	}
 	setTemplateCondition(ee, nil)
 	setNomadCondition(ee, nil)
@@ -159,69 +146,69 @@ func (r *ExecutionEnvironmentReconciler) reconcileNormal(ctx context.Context, ee
 		alive[rn.Name] = rn.DeletionTimestamp.IsZero()
 	}
 	inFlight, deleting := r.Expectations.Observe(key, alive)
-	in := poolInput(ee, hash, runners, deleting)
-	in.InFlightCreates = inFlight
-	in.MaxCreatesPerPass = r.MaxCreatesPerPass
-	in.MaxSurge = max(r.MaxSurge, int(ee.Spec.PrewarmingPoolSize)/4)
+	in := PoolInput{
+		Target:            int(ee.Spec.PrewarmingPoolSize),
+		Hash:              hash,
+		Runners:           runners,
+		Deleting:          deleting,
+		InFlightCreates:   inFlight,
+		MaxRunners:        ee.RunnerLimit(),
+		MaxSurge:          max(r.MaxSurge, int(ee.Spec.PrewarmingPoolSize)/4),
+		MaxCreatesPerPass: r.MaxCreatesPerPass,
+	}
+	var pass poolPass
 	if r.CrashLoops != nil {
-		failed := make([]string, 0, len(in.FailedUnclaimed))
-		for _, f := range in.FailedUnclaimed {
-			failed = append(failed, f.Name)
-		}
-		*crash = r.CrashLoops.Observe(key, failed, max(1, in.Target))
-		in.HoldCreates = crash.Hold > 0
+		pass.crash = r.CrashLoops.Observe(key, in.FailedUnclaimed(), max(1, in.Target))
+		in.HoldCreates = pass.crash.Hold > 0
 	}
 	act := ComputePoolAction(in)
 
-	byName := map[string]*v1alpha1.Runner{}
-	for i := range runners {
-		byName[runners[i].Name] = &runners[i]
-	}
 	var errs []error
-	for _, name := range act.Delete {
-		errs = append(errs, r.deleteRunner(ctx, ee, byName[name]))
+	for _, rn := range act.Delete {
+		errs = append(errs, r.deleteRunner(ctx, ee, rn))
 	}
 	errs = append(errs, r.createRunners(ctx, ee, hash, act.Create))
 	if in.HoldCreates && act.Partial {
-		log.FromContext(ctx).Info("Holding runner creations of crash-looping ExecutionEnvironment", "failures", crash.Failures, "backoff", crash.Hold)
-		return reconcile.Result{RequeueAfter: crash.Hold}, errors.Join(errs...)
+		log.FromContext(ctx).Info("Holding runner creations of crash-looping ExecutionEnvironment", "failures", pass.crash.Failures, "backoff", pass.crash.Hold)
+		pass.retryAfter = pass.crash.Hold
 	}
-	return reconcile.Result{}, errors.Join(errs...)
+	return pass, errors.Join(errs...)
 }
 
-// poolInput sorts an environment's runners for ComputePoolAction.
-func poolInput(ee *v1alpha1.ExecutionEnvironment, hash string, runners []v1alpha1.Runner, deleting map[string]bool) PoolInput {
-	in := PoolInput{Target: int(ee.Spec.PrewarmingPoolSize), MaxRunners: ee.RunnerLimit()}
-	for _, rn := range runners {
-		if !rn.DeletionTimestamp.IsZero() || deleting[rn.Name] {
-			continue
+// report writes the status computeStatus set, unless only counts changed
+// and the status batch holds them back, and records the pass's Events: a
+// Warning when the environment starts crash-looping, and SuccessfulCreate for
+// the runners created since the last status write (it goes out with the
+// write, so a held-back write holds it back too). retryAfter asks for the
+// next pass; an earlier end of the status hold brings it forward.
+func (r *ExecutionEnvironmentReconciler) report(ctx context.Context, before, ee *v1alpha1.ExecutionEnvironment, retryAfter time.Duration, reconcileErr error) (reconcile.Result, error) {
+	if msg, ok := crashLoopStarted(&before.Status, &ee.Status); ok {
+		r.Recorder.Eventf(ee, nil, corev1.EventTypeWarning, v1alpha1.ReasonRunnersCrashLooping, "Scale", "%s", msg)
+	}
+	err := reconcileErr
+	if equality.Semantic.DeepEqual(before.Status, ee.Status) {
+		r.recordCreated(ee)
+	} else if hold := r.StatusBatch.Hold(ee.UID, &before.Status, &ee.Status); hold > 0 {
+		// Only counts changed and the last write is recent: they are written
+		// with the next pass, at the latest when the hold ends.
+		if retryAfter == 0 || hold < retryAfter {
+			retryAfter = hold
 		}
-		pr := PoolRunner{Name: rn.Name, Created: rn.CreationTimestamp.Time}
-		current := rn.Spec.TemplateHash == hash
-		switch rn.Status.Phase {
-		case v1alpha1.RunnerClaimed:
-			in.Claimed++
-		case v1alpha1.RunnerFailed:
-			if rn.Status.Claim == nil {
-				in.FailedUnclaimed = append(in.FailedUnclaimed, pr)
-			} else {
-				in.Claimed++
-			}
-		case v1alpha1.RunnerIdle:
-			if current {
-				in.Idle = append(in.Idle, pr)
-			} else {
-				in.StaleIdle = append(in.StaleIdle, pr)
-			}
-		default: // Pending, or not registered yet
-			if current {
-				in.Pending = append(in.Pending, pr)
-			} else {
-				in.StalePending = append(in.StalePending, pr)
-			}
+	} else {
+		r.recordCreated(ee)
+		if perr := r.Status().Patch(ctx, ee, client.MergeFrom(before)); perr != nil && !apierrors.IsNotFound(perr) {
+			err = errors.Join(err, fmt.Errorf("write status of environment %s: %w", ee.Name, perr))
+		} else {
+			r.StatusBatch.Wrote(ee.UID)
 		}
 	}
-	return in
+	if err != nil {
+		// controller-runtime drops RequeueAfter next to an error and retries
+		// with its rate limiter instead; that pass consults the backoff and
+		// the status batch again, so asking for both would only mislead.
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{RequeueAfter: retryAfter}, nil
 }
 
 func (r *ExecutionEnvironmentReconciler) createRunners(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, hash string, n int) error {

@@ -6,43 +6,24 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/internal/runnerphase"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 )
 
-// computeStatus counts the runners, sets PoolFilled and Ready, and stamps the
-// observed generation when the pass went through.
-func (r *ExecutionEnvironmentReconciler) computeStatus(ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner, reconcileErr error) {
+// computeStatus counts the runners, sets PoolFilled (RunnersCrashLooping
+// while crash says replacements wait for the backoff) and Ready, and stamps
+// the observed generation when the pass went through.
+func computeStatus(ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner, crash CrashLoopStatus, reconcileErr error) {
+	c := runnerphase.CountByPhase(runners)
 	s := &ee.Status
-	s.IdleRunners, s.ClaimedRunners, s.PendingRunners, s.FailedRunners = 0, 0, 0, 0
-	waiting, failedHeld := 0, 0
-	for _, rn := range runners {
-		if !rn.DeletionTimestamp.IsZero() {
-			continue
-		}
-		switch rn.Status.Phase {
-		case v1alpha1.RunnerIdle:
-			s.IdleRunners++
-		case v1alpha1.RunnerClaimed:
-			s.ClaimedRunners++
-		case v1alpha1.RunnerFailed:
-			s.FailedRunners++
-			if rn.Status.Claim != nil {
-				failedHeld++
-			}
-		default:
-			s.PendingRunners++
-			if rn.Status.Reason == v1alpha1.ReasonWaitingForNomad {
-				waiting++
-			}
-		}
-	}
+	s.IdleRunners, s.ClaimedRunners, s.PendingRunners, s.FailedRunners = int32(c.Idle), int32(c.Claimed), int32(c.Pending), int32(c.Failed)
 	s.Selector = Selector(ee)
-	setPoolFilledCondition(ee, waiting, int(s.IdleRunners+s.PendingRunners+s.ClaimedRunners)+failedHeld)
+	setPoolFilledCondition(ee, c.WaitingForNomad, c.AgainstLimit())
+	setCrashLoopCondition(ee, crash)
 	setReadyCondition(ee)
 	if reconcileErr == nil {
 		s.ObservedGeneration = ee.Generation
@@ -124,18 +105,27 @@ func setReadyCondition(ee *v1alpha1.ExecutionEnvironment) {
 	setCond(ee, v1alpha1.ReadyCondition, true, v1alpha1.ReasonAsExpected, fmt.Sprintf("%d idle runners ready to be claimed.", ee.Status.IdleRunners))
 }
 
-// setCrashLoopCondition overrides PoolFilled (and so Ready) while unclaimed
-// runners keep failing and replacements wait for the backoff, and records a
-// Warning Event when an environment starts crash-looping.
-func (r *ExecutionEnvironmentReconciler) setCrashLoopCondition(ee *v1alpha1.ExecutionEnvironment, before *v1alpha1.ExecutionEnvironment, crash CrashLoopStatus) {
+// setCrashLoopCondition overrides PoolFilled while unclaimed runners keep
+// failing and replacements wait for the backoff.
+func setCrashLoopCondition(ee *v1alpha1.ExecutionEnvironment, crash CrashLoopStatus) {
 	if !crash.Looping || ee.Status.IdleRunners >= ee.Spec.PrewarmingPoolSize {
 		return
 	}
-	msg := fmt.Sprintf("%d of %d idle runners ready; %d runners failed unclaimed in a row (see their status.message), next replacement in %s.",
-		ee.Status.IdleRunners, ee.Spec.PrewarmingPoolSize, crash.Failures, crash.Hold.Round(time.Second))
-	setCond(ee, v1alpha1.PoolFilledCondition, false, v1alpha1.ReasonRunnersCrashLooping, msg)
-	setReadyCondition(ee)
-	if c := meta.FindStatusCondition(before.Status.Conditions, v1alpha1.PoolFilledCondition); c == nil || c.Reason != v1alpha1.ReasonRunnersCrashLooping {
-		r.Recorder.Eventf(ee, nil, corev1.EventTypeWarning, v1alpha1.ReasonRunnersCrashLooping, "Scale", "%s", msg)
+	setCond(ee, v1alpha1.PoolFilledCondition, false, v1alpha1.ReasonRunnersCrashLooping,
+		fmt.Sprintf("%d of %d idle runners ready; %d runners failed unclaimed in a row (see their status.message), next replacement in %s.",
+			ee.Status.IdleRunners, ee.Spec.PrewarmingPoolSize, crash.Failures, crash.Hold.Round(time.Second)))
+}
+
+// crashLoopStarted says whether the status after a pass starts a crash loop
+// the status before did not show, with the message of the Warning Event that
+// tells so: once per crash loop, not once per pass.
+func crashLoopStarted(before, after *v1alpha1.ExecutionEnvironmentStatus) (string, bool) {
+	c := meta.FindStatusCondition(after.Conditions, v1alpha1.PoolFilledCondition)
+	if c == nil || c.Reason != v1alpha1.ReasonRunnersCrashLooping {
+		return "", false
 	}
+	if was := meta.FindStatusCondition(before.Conditions, v1alpha1.PoolFilledCondition); was != nil && was.Reason == v1alpha1.ReasonRunnersCrashLooping {
+		return "", false
+	}
+	return c.Message, true
 }

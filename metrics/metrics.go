@@ -14,6 +14,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/internal/runnerphase"
 )
 
 const namespace = "nomadrunner"
@@ -156,31 +157,26 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	type key struct{ ns, env string }
-	counts := map[key]map[string]int{}
+	counts := map[key]*runnerphase.Counts{}
 	for _, ee := range envs.Items {
-		k := key{ee.Namespace, ee.Name}
-		counts[k] = map[string]int{}
+		counts[key{ee.Namespace, ee.Name}] = &runnerphase.Counts{}
 		ch <- prometheus.MustNewConstMetric(poolTargetDesc, prometheus.GaugeValue, float64(ee.Spec.PrewarmingPoolSize), ee.Namespace, ee.Name)
 	}
-	for _, rn := range runners.Items {
-		if !rn.DeletionTimestamp.IsZero() {
+	for i := range runners.Items {
+		rn := &runners.Items[i]
+		if !runnerphase.Counted(rn) {
 			continue
 		}
 		k := key{rn.Namespace, rn.Spec.Environment}
 		if counts[k] == nil {
-			counts[k] = map[string]int{}
+			counts[k] = &runnerphase.Counts{}
 		}
-		phase := string(rn.Status.Phase)
-		if phase == "" { // the API server defaults it to Pending; a cache of raw objects might not
-			phase = string(v1alpha1.RunnerPending)
-		}
-		counts[k][phase]++
+		counts[k].Add(rn)
 	}
-	phases := []string{string(v1alpha1.RunnerPending), string(v1alpha1.RunnerIdle), string(v1alpha1.RunnerClaimed), string(v1alpha1.RunnerFailed)}
-	for k, byPhase := range counts {
+	for k, c := range counts {
 		// Every phase is reported, 0 included, so a drained pool shows as 0 rather than vanishing.
-		for _, p := range phases {
-			ch <- prometheus.MustNewConstMetric(runnersDesc, prometheus.GaugeValue, float64(byPhase[p]), k.ns, k.env, p)
+		for _, p := range runnerphase.Phases {
+			ch <- prometheus.MustNewConstMetric(runnersDesc, prometheus.GaugeValue, float64(c.InPhase(p)), k.ns, k.env, string(p))
 		}
 	}
 }
