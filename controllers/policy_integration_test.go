@@ -171,7 +171,7 @@ var _ = Describe("Environment policies", func() {
 			jobs := nomadJobsOf(ctx, g, ns, "python")
 			g.Expect(jobs).To(HaveLen(1))
 			g.Expect(jobs).To(HaveKey(runners[0].Status.NomadJobID))
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).WithTimeout(90 * time.Second).Should(Succeed())
 		Consistently(func(g Gomega) {
 			g.Expect(runnersOf(ctx, g, ns, "python")).To(HaveLen(1))
 		}).WithTimeout(3 * time.Second).Should(Succeed())
