@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"k8s.io/utils/clock"
 	"sync"
 	"time"
 
@@ -26,7 +27,7 @@ type CrashLoopBackoff struct {
 	Base, Max, ResetAfter time.Duration
 
 	mu    sync.Mutex
-	now   func() time.Time
+	clock clock.PassiveClock
 	state map[types.NamespacedName]*crashStreak
 }
 
@@ -37,8 +38,8 @@ type crashStreak struct {
 }
 
 // NewCrashLoopBackoff returns a backoff with the default tuning.
-func NewCrashLoopBackoff(now func() time.Time) *CrashLoopBackoff {
-	return &CrashLoopBackoff{now: now, state: map[types.NamespacedName]*crashStreak{}}
+func NewCrashLoopBackoff(c clock.PassiveClock) *CrashLoopBackoff {
+	return &CrashLoopBackoff{clock: c, state: map[types.NamespacedName]*crashStreak{}}
 }
 
 // CrashLoopStatus is what an environment's pass learns from the backoff.
@@ -57,7 +58,7 @@ type CrashLoopStatus struct {
 func (b *CrashLoopBackoff) Observe(env types.NamespacedName, failed []string, free int) CrashLoopStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := b.now()
+	now := b.clock.Now()
 	s := b.state[env]
 	if s != nil && len(failed) == 0 && now.Sub(s.last) > b.delay(s.failures, free)+b.resetAfter() {
 		delete(b.state, env)

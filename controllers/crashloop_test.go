@@ -12,7 +12,7 @@ import (
 // each may let time pass, then observes the failed runners of an environment.
 func TestCrashLoopBackoff(t *testing.T) {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	b := NewCrashLoopBackoff(func() time.Time { return now })
+	b := NewCrashLoopBackoff(funcClock(func() time.Time { return now }))
 	env := types.NamespacedName{Namespace: "ns", Name: "python"}
 	other := types.NamespacedName{Namespace: "ns", Name: "ruby"}
 	var many []string

@@ -33,10 +33,6 @@ import (
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 )
 
-// EnvironmentFinalizer makes an environment's deletion remove its runners (and
-// through theirs, their Nomad jobs) first.
-const EnvironmentFinalizer = "execution.nomadrunner.io/runners"
-
 // parallelCreates bounds the runner creations in flight in one reconcile.
 const parallelCreates = 8
 
@@ -73,9 +69,9 @@ func (r *ExecutionEnvironmentReconciler) Reconcile(ctx context.Context, req reco
 	logger := log.FromContext(ctx).WithValues("ExecutionEnvironment", klog.KObj(ee))
 	ctx = log.IntoContext(ctx, logger)
 
-	if ee.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(ee, EnvironmentFinalizer) {
+	if ee.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(ee, v1alpha1.EnvironmentFinalizer) {
 		patch := client.MergeFrom(ee.DeepCopy())
-		controllerutil.AddFinalizer(ee, EnvironmentFinalizer)
+		controllerutil.AddFinalizer(ee, v1alpha1.EnvironmentFinalizer)
 		return reconcile.Result{}, r.Patch(ctx, ee, patch)
 	}
 
@@ -268,7 +264,7 @@ func (r *ExecutionEnvironmentReconciler) recordCreated(ee *v1alpha1.ExecutionEnv
 		return
 	case 1:
 		rn := created[0]
-		r.Recorder.Eventf(ee, rn, corev1.EventTypeNormal, "SuccessfulCreate", "Create", "Created runner %s (Nomad job %s)", rn.Name, rn.Annotations[JobIDAnnotation])
+		r.Recorder.Eventf(ee, rn, corev1.EventTypeNormal, v1alpha1.EventReasonSuccessfulCreate, "Create", "Created runner %s (Nomad job %s)", rn.Name, rn.Annotations[v1alpha1.JobIDAnnotation])
 		return
 	}
 	names := make([]string, 0, maxNamesInEvent)
@@ -279,7 +275,7 @@ func (r *ExecutionEnvironmentReconciler) recordCreated(ee *v1alpha1.ExecutionEnv
 	if extra := len(created) - len(names); extra > 0 {
 		more = fmt.Sprintf(" and %d more", extra)
 	}
-	r.Recorder.Eventf(ee, nil, corev1.EventTypeNormal, "SuccessfulCreate", "Create", "Created %d runners: %s%s", len(created), strings.Join(names, ", "), more)
+	r.Recorder.Eventf(ee, nil, corev1.EventTypeNormal, v1alpha1.EventReasonSuccessfulCreate, "Create", "Created %d runners: %s%s", len(created), strings.Join(names, ", "), more)
 }
 
 func (r *ExecutionEnvironmentReconciler) createRunner(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, hash string) (*v1alpha1.Runner, error) {
@@ -293,10 +289,10 @@ func (r *ExecutionEnvironmentReconciler) createRunner(ctx context.Context, ee *v
 			Namespace:    ee.Namespace,
 			Labels:       map[string]string{v1alpha1.EnvironmentLabel: ee.Name},
 			Annotations: map[string]string{
-				JobIDAnnotation:          nomadbridge.NewRunnerJobID(ee.Name),
-				NomadNamespaceAnnotation: ptr.Deref(envJob.Namespace, ""),
+				v1alpha1.JobIDAnnotation:          nomadbridge.NewRunnerJobID(ee.Name),
+				v1alpha1.NomadNamespaceAnnotation: ptr.Deref(envJob.Namespace, ""),
 			},
-			Finalizers: []string{RunnerFinalizer},
+			Finalizers: []string{v1alpha1.RunnerFinalizer},
 		},
 		Spec: v1alpha1.RunnerSpec{Environment: ee.Name, TemplateHash: hash},
 	}
@@ -304,7 +300,7 @@ func (r *ExecutionEnvironmentReconciler) createRunner(ctx context.Context, ee *v
 		return nil, err
 	}
 	if err := r.Create(ctx, rn); err != nil {
-		r.Recorder.Eventf(ee, nil, corev1.EventTypeWarning, "FailedCreate", "Create", "Creating a runner failed: %v", err)
+		r.Recorder.Eventf(ee, nil, corev1.EventTypeWarning, v1alpha1.EventReasonFailedCreate, "Create", "Creating a runner failed: %v", err)
 		return nil, fmt.Errorf("create runner of environment %s: %w", ee.Name, err)
 	}
 	r.Expectations.ExpectCreate(client.ObjectKeyFromObject(ee), rn.Name)
@@ -329,7 +325,7 @@ func (r *ExecutionEnvironmentReconciler) deleteRunner(ctx context.Context, ee *v
 		return fmt.Errorf("delete runner %s: %w", rn.Name, err)
 	}
 	r.Expectations.ExpectDelete(client.ObjectKeyFromObject(ee), rn.Name)
-	r.Recorder.Eventf(ee, rn, corev1.EventTypeNormal, "SuccessfulDelete", "Delete", "Deleted %s runner %s", rn.Status.Phase, rn.Name)
+	r.Recorder.Eventf(ee, rn, corev1.EventTypeNormal, v1alpha1.EventReasonSuccessfulDelete, "Delete", "Deleted %s runner %s", rn.Status.Phase, rn.Name)
 	return nil
 }
 
@@ -352,7 +348,7 @@ func (r *ExecutionEnvironmentReconciler) removeUnclaimed(ctx context.Context, ee
 // unless EndClaimsAnnotation says to end them now. The environment stays
 // Terminating meanwhile, and its Ready condition says how many claims it waits for.
 func (r *ExecutionEnvironmentReconciler) reconcileDelete(ctx context.Context, ee *v1alpha1.ExecutionEnvironment, runners []v1alpha1.Runner) error {
-	if !controllerutil.ContainsFinalizer(ee, EnvironmentFinalizer) {
+	if !controllerutil.ContainsFinalizer(ee, v1alpha1.EnvironmentFinalizer) {
 		return nil
 	}
 	endClaims := ee.Annotations[v1alpha1.EndClaimsAnnotation] == "true"
@@ -385,7 +381,7 @@ func (r *ExecutionEnvironmentReconciler) reconcileDelete(ctx context.Context, ee
 			return fmt.Errorf("delete runner %s: %w", rn.Name, err)
 		}
 		if claimed {
-			r.Recorder.Eventf(ee, rn, corev1.EventTypeWarning, "ClaimEnded", "Delete",
+			r.Recorder.Eventf(ee, rn, corev1.EventTypeWarning, v1alpha1.EventReasonClaimEnded, "Delete",
 				"Ended the claim of user %s on runner %s: the environment is deleted with %s=true", rn.Status.Claim.User, rn.Name, v1alpha1.EndClaimsAnnotation)
 		}
 	}
@@ -406,7 +402,7 @@ func (r *ExecutionEnvironmentReconciler) reconcileDelete(ctx context.Context, ee
 	delete(r.created, ee.UID)
 	r.createdMu.Unlock()
 	patch := client.MergeFrom(ee.DeepCopy())
-	controllerutil.RemoveFinalizer(ee, EnvironmentFinalizer)
+	controllerutil.RemoveFinalizer(ee, v1alpha1.EnvironmentFinalizer)
 	return r.Patch(ctx, ee, patch)
 }
 

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"k8s.io/utils/clock"
 	"sync"
 	"time"
 
@@ -19,15 +20,15 @@ type Expectations struct {
 	mu      sync.Mutex
 	creates map[types.NamespacedName]map[string]time.Time
 	deletes map[types.NamespacedName]map[string]time.Time
-	now     func() time.Time
+	clock   clock.PassiveClock
 }
 
 // NewExpectations returns empty expectations.
-func NewExpectations(now func() time.Time) *Expectations {
+func NewExpectations(c clock.PassiveClock) *Expectations {
 	return &Expectations{
 		creates: map[types.NamespacedName]map[string]time.Time{},
 		deletes: map[types.NamespacedName]map[string]time.Time{},
-		now:     now,
+		clock:   c,
 	}
 }
 
@@ -47,7 +48,7 @@ func (e *Expectations) ExpectDelete(env types.NamespacedName, runner string) {
 func (e *Expectations) Observe(env types.NamespacedName, alive map[string]bool) (inFlightCreates int, deleting map[string]bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	now := e.now()
+	now := e.clock.Now()
 	for name, at := range e.creates[env] {
 		if _, seen := alive[name]; seen || now.Sub(at) > expectationTTL {
 			delete(e.creates[env], name)
@@ -79,5 +80,5 @@ func (e *Expectations) record(m map[types.NamespacedName]map[string]time.Time, e
 	if m[env] == nil {
 		m[env] = map[string]time.Time{}
 	}
-	m[env][runner] = e.now()
+	m[env][runner] = e.clock.Now()
 }

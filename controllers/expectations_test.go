@@ -7,9 +7,15 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
+// funcClock is a clock a test moves by changing what the func returns.
+type funcClock func() time.Time
+
+func (f funcClock) Now() time.Time                  { return f() }
+func (f funcClock) Since(t time.Time) time.Duration { return f().Sub(t) }
+
 func TestExpectations(t *testing.T) {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	e := NewExpectations(func() time.Time { return now })
+	e := NewExpectations(funcClock(func() time.Time { return now }))
 	env := types.NamespacedName{Namespace: "ns", Name: "python"}
 	other := types.NamespacedName{Namespace: "ns", Name: "ruby"}
 

@@ -18,7 +18,7 @@ import (
 
 func runnerWithJob(name, jobID string) *v1alpha1.Runner {
 	return &v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{
-		Name: name, Namespace: "ns", Annotations: map[string]string{JobIDAnnotation: jobID},
+		Name: name, Namespace: "ns", Annotations: map[string]string{v1alpha1.JobIDAnnotation: jobID},
 	}}
 }
 
@@ -32,12 +32,12 @@ func TestNomadEventSourceMapsJobsToRunners(t *testing.T) {
 	}
 	jobA, jobB, jobC := nomadbridge.NewRunnerJobID("python"), nomadbridge.NewRunnerJobID("python"), nomadbridge.NewRunnerJobID("python")
 	deleting := runnerWithJob("python-c", jobC)
-	deleting.Finalizers = []string{RunnerFinalizer}
+	deleting.Finalizers = []string{v1alpha1.RunnerFinalizer}
 	deleting.DeletionTimestamp = &metav1.Time{Time: time.Now()}
 	reader := fake.NewClientBuilder().WithScheme(scheme).
 		WithObjects(runnerWithJob("python-a", jobA), runnerWithJob("python-b", jobB), deleting).
 		WithIndex(&v1alpha1.Runner{}, jobIDIndex, func(o client.Object) []string {
-			return []string{o.GetAnnotations()[JobIDAnnotation]}
+			return []string{o.GetAnnotations()[v1alpha1.JobIDAnnotation]}
 		}).Build()
 	out := make(chan event.GenericEvent, 16)
 	s := &NomadEventSource{Reader: reader, Out: out}

@@ -96,7 +96,7 @@ func orphaned(job nomadbridge.JobRef, rn *v1alpha1.Runner) bool {
 	if rn == nil {
 		return true
 	}
-	if rn.Annotations[JobIDAnnotation] != job.ID {
+	if rn.Annotations[v1alpha1.JobIDAnnotation] != job.ID {
 		return true
 	}
 	return job.Meta.UID != "" && job.Meta.UID != string(rn.UID)

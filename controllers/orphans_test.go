@@ -17,7 +17,7 @@ func TestOrphaned(t *testing.T) {
 	runner := func(uid types.UID, jobID string) *v1alpha1.Runner {
 		rn := &v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "python-a", UID: uid}}
 		if jobID != "" {
-			rn.Annotations = map[string]string{JobIDAnnotation: jobID}
+			rn.Annotations = map[string]string{v1alpha1.JobIDAnnotation: jobID}
 		}
 		return rn
 	}

@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
-	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
@@ -31,8 +30,8 @@ func forgedRunner(ee *v1alpha1.ExecutionEnvironment, name, jobID string) *v1alph
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: ee.Namespace, Name: name,
 			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(ee, v1alpha1.GroupVersion.WithKind("ExecutionEnvironment"))},
-			Annotations:     map[string]string{controllers.JobIDAnnotation: jobID, controllers.NomadNamespaceAnnotation: "default"},
-			Finalizers:      []string{controllers.RunnerFinalizer},
+			Annotations:     map[string]string{v1alpha1.JobIDAnnotation: jobID, v1alpha1.NomadNamespaceAnnotation: "default"},
+			Finalizers:      []string{v1alpha1.RunnerFinalizer},
 		},
 		Spec: v1alpha1.RunnerSpec{Environment: "python", TemplateHash: ee.Status.TemplateHash},
 	}
@@ -44,7 +43,7 @@ func foreignWarnings(ctx context.Context, g Gomega, ns, runner string) []string 
 	g.Expect(k8sClient.List(ctx, list, client.InNamespace(ns))).To(Succeed())
 	var notes []string
 	for _, ev := range list.Items {
-		if ev.Reason == "ForeignNomadJob" && ev.Regarding.Name == runner && ev.Type == "Warning" {
+		if ev.Reason == v1alpha1.EventReasonForeignNomadJob && ev.Regarding.Name == runner && ev.Type == "Warning" {
 			notes = append(notes, ev.Action+": "+ev.Note)
 		}
 	}

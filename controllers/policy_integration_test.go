@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
-	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
 )
 
@@ -199,7 +198,7 @@ var _ = Describe("Environment policies", func() {
 		Eventually(func(g Gomega) {
 			runners := runnersOf(ctx, g, ns, "isolated")
 			g.Expect(runners).NotTo(BeEmpty())
-			jobID = runners[0].Annotations[controllers.JobIDAnnotation]
+			jobID = runners[0].Annotations[v1alpha1.JobIDAnnotation]
 			job, _, err := nomadAPI.Jobs().Info(jobID, nil)
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(job.TaskGroups[0].Networks).To(HaveLen(1))

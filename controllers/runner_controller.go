@@ -34,14 +34,6 @@ import (
 )
 
 const (
-	// RunnerFinalizer makes a Runner's deletion purge its Nomad job first.
-	RunnerFinalizer = "execution.nomadrunner.io/nomad-job"
-	// JobIDAnnotation and NomadNamespaceAnnotation fix a runner's Nomad job
-	// identity when the runner is created, before the job is registered: a
-	// registration retried after a crash uses the same ID, and check-index 0
-	// turns it into a no-op instead of a second job.
-	JobIDAnnotation          = "execution.nomadrunner.io/nomad-job-id"
-	NomadNamespaceAnnotation = "execution.nomadrunner.io/nomad-namespace"
 	// jobIDIndex indexes Runners by Nomad job ID, for mapping Nomad events.
 	jobIDIndex = "nomadJobID"
 	// conflictRetry is how soon a status write that lost to a newer version is retried.
@@ -86,7 +78,7 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		// (optimistic lock) or register a job twice: wait for the cache.
 		return ctrl.Result{RequeueAfter: staleRetry}, nil
 	}
-	logger := log.FromContext(ctx).WithValues("Runner", klog.KObj(runner), "nomadJobID", runner.Annotations[JobIDAnnotation])
+	logger := log.FromContext(ctx).WithValues("Runner", klog.KObj(runner), "nomadJobID", runner.Annotations[v1alpha1.JobIDAnnotation])
 	ctx = log.IntoContext(ctx, logger)
 
 	if why := notMadeByUs(runner); why != "" {
@@ -109,7 +101,7 @@ func notMadeByUs(runner *v1alpha1.Runner) string {
 	if ref == nil || ref.Kind != "ExecutionEnvironment" || ref.APIVersion != v1alpha1.GroupVersion.String() || ref.Name != runner.Spec.Environment {
 		return fmt.Sprintf("it is not controlled by ExecutionEnvironment %s", runner.Spec.Environment)
 	}
-	jobID := runner.Annotations[JobIDAnnotation]
+	jobID := runner.Annotations[v1alpha1.JobIDAnnotation]
 	if env, _, ok := nomadbridge.ParseRunnerJobID(jobID); !ok || env != runner.Spec.Environment {
 		return fmt.Sprintf("its Nomad job ID %q is not one the operator makes for environment %s", jobID, runner.Spec.Environment)
 	}
@@ -120,7 +112,7 @@ func notMadeByUs(runner *v1alpha1.Runner) string {
 // own finalizer, which it removes from a deleting one so the deletion ends,
 // and says so in an Event.
 func (r *RunnerReconciler) leaveAlone(ctx context.Context, runner *v1alpha1.Runner, why string) error {
-	if !controllerutil.ContainsFinalizer(runner, RunnerFinalizer) {
+	if !controllerutil.ContainsFinalizer(runner, v1alpha1.RunnerFinalizer) {
 		return nil
 	}
 	if runner.DeletionTimestamp.IsZero() {
@@ -132,7 +124,7 @@ func (r *RunnerReconciler) leaveAlone(ctx context.Context, runner *v1alpha1.Runn
 	r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, v1alpha1.ReasonNotManaged, "Delete",
 		"Runner was not made by the operator (%s); its deletion purges no Nomad job", why)
 	patch := client.MergeFrom(runner.DeepCopy())
-	controllerutil.RemoveFinalizer(runner, RunnerFinalizer)
+	controllerutil.RemoveFinalizer(runner, v1alpha1.RunnerFinalizer)
 	if err := r.Patch(ctx, runner, patch); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("remove finalizer of runner %s: %w", runner.Name, err)
 	}
@@ -140,10 +132,10 @@ func (r *RunnerReconciler) leaveAlone(ctx context.Context, runner *v1alpha1.Runn
 }
 
 func (r *RunnerReconciler) reconcileDelete(ctx context.Context, runner *v1alpha1.Runner) error {
-	if !controllerutil.ContainsFinalizer(runner, RunnerFinalizer) {
+	if !controllerutil.ContainsFinalizer(runner, v1alpha1.RunnerFinalizer) {
 		return nil
 	}
-	jobID := runner.Annotations[JobIDAnnotation]
+	jobID := runner.Annotations[v1alpha1.JobIDAnnotation]
 	if runner.Annotations[v1alpha1.SkipNomadCleanupAnnotation] == "true" {
 		log.FromContext(ctx).Info("Skipping Nomad cleanup of Runner on request", "annotation", v1alpha1.SkipNomadCleanupAnnotation)
 	} else if jobID != "" {
@@ -151,16 +143,16 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, runner *v1alpha1
 			Instance: r.Bridge.Instance(), Namespace: runner.Namespace, Environment: runner.Spec.Environment,
 			Runner: runner.Name, UID: string(runner.UID),
 		}
-		err := r.Bridge.ReleaseRunnerJob(ctx, runner.Annotations[NomadNamespaceAnnotation], jobID, owner)
+		err := r.Bridge.ReleaseRunnerJob(ctx, runner.Annotations[v1alpha1.NomadNamespaceAnnotation], jobID, owner)
 		if errors.Is(err, nomadbridge.ErrNotOurJob) {
 			// The annotations name a job this Runner did not register: it
 			// survives, and the Runner goes without touching it.
-			r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, "ForeignNomadJob", "Delete",
+			r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, v1alpha1.EventReasonForeignNomadJob, "Delete",
 				"Not purging Nomad job %s: %v", jobID, err)
 			err = nil
 		}
 		if err != nil {
-			r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, "FailedPurge", "Delete",
+			r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, v1alpha1.EventReasonFailedPurge, "Delete",
 				"Purging Nomad job %s failed (retrying; annotate %s=true to skip): %v", jobID, v1alpha1.SkipNomadCleanupAnnotation, err)
 			// Say why the deletion waits where `kubectl describe` shows it; the
 			// error makes the controller retry with exponential backoff.
@@ -168,7 +160,7 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, runner *v1alpha1
 		}
 	}
 	patch := client.MergeFrom(runner.DeepCopy())
-	controllerutil.RemoveFinalizer(runner, RunnerFinalizer)
+	controllerutil.RemoveFinalizer(runner, v1alpha1.RunnerFinalizer)
 	// NotFound: a pass on a cache behind our own removal; the runner is gone.
 	if err := r.Patch(ctx, runner, patch); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("remove finalizer of runner %s: %w", runner.Name, err)
@@ -184,7 +176,7 @@ func (r *RunnerReconciler) setPurgeCondition(ctx context.Context, runner *v1alph
 		Type: v1alpha1.NomadJobPurgedCondition, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonPurgeFailed,
 		ObservedGeneration: runner.Generation,
 		Message: fmt.Sprintf("Deletion waits for Nomad job %s to be purged: %v. Retrying with backoff; annotate %s=true to skip the cleanup.",
-			runner.Annotations[JobIDAnnotation], purgeErr, v1alpha1.SkipNomadCleanupAnnotation),
+			runner.Annotations[v1alpha1.JobIDAnnotation], purgeErr, v1alpha1.SkipNomadCleanupAnnotation),
 	})
 	boundRunnerStatus(&runner.Status)
 	if equality.Semantic.DeepEqual(before.Status, runner.Status) {
@@ -246,7 +238,7 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, runner *v1alpha1
 func (r *RunnerReconciler) observe(ctx context.Context, runner *v1alpha1.Runner) (runnerObservation, bool, error) {
 	o := runnerObservation{
 		Status: runner.Status, Generation: runner.Generation,
-		JobID: runner.Annotations[JobIDAnnotation], Namespace: runner.Annotations[NomadNamespaceAnnotation],
+		JobID: runner.Annotations[v1alpha1.JobIDAnnotation], Namespace: runner.Annotations[v1alpha1.NomadNamespaceAnnotation],
 		Created: runner.CreationTimestamp.Time, Now: r.Clock.Now(),
 	}
 	if needsRegistration(runner.Status) {
@@ -330,7 +322,7 @@ func (r *RunnerReconciler) observePorts(ctx context.Context, runner *v1alpha1.Ru
 // is gone, or its template changed since the runner was made: the environment
 // controller replaces such a runner).
 func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner) (bool, error) {
-	if r.Store != nil && r.Store.KnownAs(runner.Annotations[JobIDAnnotation], string(runner.UID)) {
+	if r.Store != nil && r.Store.KnownAs(runner.Annotations[v1alpha1.JobIDAnnotation], string(runner.UID)) {
 		// Registered already: a reconcile on a cache that does not show our
 		// Pending write yet. Another registration would be a wasted Nomad write.
 		return true, nil
@@ -354,7 +346,7 @@ func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner
 	if hash != runner.Spec.TemplateHash {
 		return false, nil
 	}
-	jobID := runner.Annotations[JobIDAnnotation]
+	jobID := runner.Annotations[v1alpha1.JobIDAnnotation]
 	job := nomadbridge.ForRunner(envJob, jobID, nomadbridge.RunnerMeta{
 		Instance: r.Bridge.Instance(), Namespace: runner.Namespace, Environment: runner.Spec.Environment, Runner: runner.Name,
 		UID: string(runner.UID),
@@ -363,7 +355,7 @@ func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner
 	if errors.Is(err, nomadbridge.ErrNotOurJob) {
 		// Its job ID names someone else's job: never adopt it. Retrying
 		// cannot change whose job it is, so no error (no hot loop).
-		r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, "ForeignNomadJob", "Register",
+		r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, v1alpha1.EventReasonForeignNomadJob, "Register",
 			"Not registering or adopting Nomad job %s: %v", jobID, err)
 		return false, nil
 	}
@@ -377,7 +369,7 @@ func (r *RunnerReconciler) register(ctx context.Context, runner *v1alpha1.Runner
 	case errors.Is(err, nomadbridge.ErrJobExists):
 		log.FromContext(ctx).Info("Nomad job of Runner was already registered")
 	case err != nil:
-		r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, "FailedRegister", "Register", "Registering Nomad job %s failed: %v", jobID, err)
+		r.Recorder.Eventf(runner, nil, corev1.EventTypeWarning, v1alpha1.EventReasonFailedRegister, "Register", "Registering Nomad job %s failed: %v", jobID, err)
 		return false, err
 	}
 	return true, nil
@@ -466,7 +458,7 @@ func countClaims(e event.UpdateEvent) bool {
 // event channel.
 func (r *RunnerReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts controller.Options) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.Runner{}, jobIDIndex, func(o client.Object) []string {
-		if id := o.GetAnnotations()[JobIDAnnotation]; id != "" {
+		if id := o.GetAnnotations()[v1alpha1.JobIDAnnotation]; id != "" {
 			return []string{id}
 		}
 		return nil

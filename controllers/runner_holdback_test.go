@@ -59,8 +59,8 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 			ObjectMeta: metav1.ObjectMeta{
 				Name: name, Namespace: "ns", UID: types.UID("uid-" + name), CreationTimestamp: metav1.NewTime(created),
 				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(env, v1alpha1.GroupVersion.WithKind("ExecutionEnvironment"))},
-				Annotations:     map[string]string{JobIDAnnotation: jobOf(name), NomadNamespaceAnnotation: "default"},
-				Finalizers:      []string{RunnerFinalizer},
+				Annotations:     map[string]string{v1alpha1.JobIDAnnotation: jobOf(name), v1alpha1.NomadNamespaceAnnotation: "default"},
+				Finalizers:      []string{v1alpha1.RunnerFinalizer},
 			},
 			Spec: v1alpha1.RunnerSpec{Environment: "env", TemplateHash: "h"},
 			// What the API server shows before any status write (the schema default).
@@ -92,7 +92,7 @@ func TestRunnerStatusIsWrittenAtMilestonesOnly(t *testing.T) {
 	// The jobs were registered already (a store that knows them skips the
 	// registration): the reconciles below only observe their allocations.
 	clk := clocktesting.NewFakePassiveClock(created.Add(time.Second))
-	store := nomadbridge.NewJobStore(clk.Now)
+	store := nomadbridge.NewJobStore(clk)
 	store.Replace(jobs, []*nomad.AllocationListStub{
 		alloc("a-fast", jobOf("fast"), 10, nomad.AllocClientStatusPending), alloc("a-slow", jobOf("slow"), 10, nomad.AllocClientStatusPending)})
 	bridge := &placementBridge{why: map[string]string{jobOf("stuck"): "Resources exhausted on 1 nodes: memory"}, asked: map[string]int{}}

@@ -36,7 +36,7 @@ func TestNotMadeByUs(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			rn := &v1alpha1.Runner{
 				ObjectMeta: metav1.ObjectMeta{Name: "python-x", Namespace: "ns", OwnerReferences: c.owners,
-					Annotations: map[string]string{JobIDAnnotation: c.jobID}},
+					Annotations: map[string]string{v1alpha1.JobIDAnnotation: c.jobID}},
 				Spec: v1alpha1.RunnerSpec{Environment: "python"},
 			}
 			got := notMadeByUs(rn)

@@ -84,7 +84,7 @@ var _ = Describe("Runner status writes while a pool fills", func() {
 			g.Expect(k8sClient.List(ctx, list, client.InNamespace(ns))).To(Succeed())
 			var created []string
 			for _, ev := range list.Items {
-				if ev.Reason == "SuccessfulCreate" && ev.Regarding.Name == "python" {
+				if ev.Reason == v1alpha1.EventReasonSuccessfulCreate && ev.Regarding.Name == "python" {
 					created = append(created, ev.Note)
 				}
 			}

@@ -60,7 +60,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}
 	renderer := &Renderer{Bridge: o.Bridge, DefaultTemplate: o.DefaultTemplate, Policies: &Policies{Reader: mgr.GetClient()}}
 	nomadEvents := make(chan event.GenericEvent, 1024)
-	store := nomadbridge.NewJobStore(o.Clock.Now)
+	store := nomadbridge.NewJobStore(o.Clock)
 	opts := controller.Options{MaxConcurrentReconciles: o.MaxConcurrentReconciles}
 
 	if err := (&RunnerReconciler{
@@ -75,13 +75,13 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		return fmt.Errorf("set up runner controller: %w", err)
 	}
 	health := &NomadHealth{Health: &nomadbridge.Health{Client: o.Bridge, Interval: o.NomadProbeInterval}, Reader: mgr.GetClient()}
-	crashLoops := NewCrashLoopBackoff(o.Clock.Now)
+	crashLoops := NewCrashLoopBackoff(o.Clock)
 	crashLoops.Base = o.CrashLoopBaseDelay
 	if err := (&ExecutionEnvironmentReconciler{
 		Client:            mgr.GetClient(),
 		Renderer:          renderer,
 		Recorder:          mgr.GetEventRecorder("executionenvironment-controller"),
-		Expectations:      NewExpectations(o.Clock.Now),
+		Expectations:      NewExpectations(o.Clock),
 		CrashLoops:        crashLoops,
 		Nomad:             health,
 		MaxCreatesPerPass: 50,

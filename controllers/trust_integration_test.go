@@ -22,7 +22,6 @@ import (
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
-	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
@@ -341,8 +340,8 @@ var _ = Describe("Trust boundaries: the operator touches only its own", func() {
 		// What an administrator could create by hand (the policies keep
 		// everyone else from creating Runners at all).
 		forged := &v1alpha1.Runner{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "forged", Finalizers: []string{controllers.RunnerFinalizer},
-				Annotations: map[string]string{controllers.JobIDAnnotation: foreign, controllers.NomadNamespaceAnnotation: "default"}},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "forged", Finalizers: []string{v1alpha1.RunnerFinalizer},
+				Annotations: map[string]string{v1alpha1.JobIDAnnotation: foreign, v1alpha1.NomadNamespaceAnnotation: "default"}},
 			Spec: v1alpha1.RunnerSpec{Environment: "python"},
 		}
 		Expect(k8sClient.Create(ctx, forged)).To(Succeed())

@@ -1,6 +1,7 @@
 package nomadbridge
 
 import (
+	"k8s.io/utils/clock"
 	"sort"
 	"sync"
 	"time"
@@ -19,7 +20,7 @@ import (
 // for a job it has not seen, and for a job Nomad deregistered, it answers "don't
 // know" and the caller reads Nomad directly. A miss is never "job lost".
 type JobStore struct {
-	now    func() time.Time
+	clock  clock.PassiveClock
 	mu     sync.RWMutex
 	synced bool
 	jobs   map[string]*storedJob
@@ -47,10 +48,10 @@ type storedJob struct {
 	allocs map[string]*nomad.AllocationListStub
 }
 
-// NewJobStore returns an empty, not yet synced store; now is the clock that
+// NewJobStore returns an empty, not yet synced store; c is the clock that
 // ages its tombstones.
-func NewJobStore(now func() time.Time) *JobStore {
-	return &JobStore{now: now, jobs: map[string]*storedJob{}}
+func NewJobStore(c clock.PassiveClock) *JobStore {
+	return &JobStore{clock: c, jobs: map[string]*storedJob{}}
 }
 
 // Replace swaps the whole content for a fresh listing: jobs are this instance's
@@ -101,7 +102,7 @@ func (s *JobStore) ObserveJob(jobID string, deregistered bool) {
 	if deregistered {
 		// Purged allocations leave without events: forget them, and let the
 		// next lookup ask Nomad (the job may also just be stopped).
-		now := s.now()
+		now := s.clock.Now()
 		s.jobs[jobID] = &storedJob{gone: true}
 		s.tombstones = append(s.tombstones, tombstone{jobID: jobID, at: now})
 		for len(s.tombstones) > 0 && now.Sub(s.tombstones[0].at) > tombstoneTTL {

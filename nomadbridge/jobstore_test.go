@@ -12,11 +12,12 @@ import (
 // fixedClock is a clock a test moves by hand.
 type fixedClock struct{ t time.Time }
 
-func (c *fixedClock) now() time.Time { return c.t }
+func (c *fixedClock) Now() time.Time                  { return c.t }
+func (c *fixedClock) Since(t time.Time) time.Duration { return c.t.Sub(t) }
 
 func newStore() (*nomadbridge.JobStore, *fixedClock) {
 	clk := &fixedClock{t: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)}
-	return nomadbridge.NewJobStore(clk.now), clk
+	return nomadbridge.NewJobStore(clk), clk
 }
 
 func TestJobStoreAnswersOnlyWhatItKnows(t *testing.T) {

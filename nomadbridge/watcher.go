@@ -153,6 +153,8 @@ func (w *Watcher) session(ctx context.Context, h Handler, index uint64, reconnec
 	if reconnect && w.Metrics != nil {
 		w.Metrics.Reconnected()
 	}
+	// Wall time, not the operator's clock: how long a connection really
+	// lasted decides the reconnect backoff, whatever a test's clock says.
 	openedAt := time.Now()
 	w.setConnected(true)
 	w.fill(ctx)

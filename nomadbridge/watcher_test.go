@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	nomad "github.com/hashicorp/nomad/api"
 )
 
@@ -103,7 +105,7 @@ func TestWatcherResumesFromLastIndexAndResyncs(t *testing.T) {
 	second <- &nomad.Events{Index: 5, Events: []nomad.Event{{Topic: nomad.TopicJob, Key: jobA, Type: "JobDeregistered", Index: 5}}}
 	close(second)
 	client := &streamClient{streams: []chan *nomad.Events{first, second, third}}
-	w := &Watcher{Client: client, Store: NewJobStore(time.Now)}
+	w := &Watcher{Client: client, Store: NewJobStore(clock.RealClock{})}
 
 	got := make(recorder, 16)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -28,17 +28,14 @@ const (
 	ReasonTemplateInvalid   = "TemplateInvalid"
 	ReasonScalingUp         = "ScalingUp"
 	ReasonScalingDown       = "ScalingDown"
-	ReasonRollingOut        = "RollingOut"
 	ReasonWaitingForNomad   = "WaitingForNomadCapacity"
 	ReasonNomadUnreachable  = "NomadUnreachable"
 	ReasonInternalError     = "InternalError"
-	ReasonDeleting          = "Deleting"
 	ReasonOOMKilled         = "OOMKilled"
 	ReasonAllocationFailed  = "AllocationFailed"
 	ReasonAllocationRestart = "AllocationRestarted"
 	ReasonNomadJobLost      = "NomadJobLost"
 	ReasonInactivityTimeout = "InactivityTimeout"
-	ReasonUnschedulable     = "Unschedulable"
 	// ReasonRunnersCrashLooping: unclaimed runners keep failing (e.g. a template
 	// whose task exits at once); replacements are created with exponential
 	// backoff and PoolFilled (hence Ready) is False with this reason.

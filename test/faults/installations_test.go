@@ -179,7 +179,7 @@ var _ = Describe("Two installations on one Nomad", func() {
 		jobs := map[string]*installation{} // Nomad job ID → the installation whose runner it is
 		for in, runners := range mine {
 			for _, r := range runners {
-				jobs[r.Annotations[controllers.JobIDAnnotation]] = in
+				jobs[r.Annotations[v1alpha1.JobIDAnnotation]] = in
 			}
 		}
 		Expect(jobs).To(HaveLen(8))

@@ -194,7 +194,7 @@ var _ = Describe("Deletion with Nomad unreachable", func() {
 			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonPurgeFailed))
 			g.Expect(c.Message).To(ContainSubstring(v1alpha1.SkipNomadCleanupAnnotation))
 		}).WithTimeout(30 * time.Second).Should(Succeed())
-		Expect(eventReasons(ctx, ns, victim.Name)).To(ContainElement("FailedPurge"))
+		Expect(eventReasons(ctx, ns, victim.Name)).To(ContainElement(v1alpha1.EventReasonFailedPurge))
 		Consistently(func(g Gomega) {
 			g.Expect(k8sClient.Get(ctx, keyOf(&victim), &v1alpha1.Runner{})).To(Succeed())
 		}).WithTimeout(3*time.Second).Should(Succeed(), "the finalizer holds while the purge fails")

@@ -307,7 +307,7 @@ func converged(ctx context.Context, ns, env string, idle int, claimed []v1alpha1
 		jobs := jobsIn(ctx, g, ns)
 		g.Expect(jobs).To(HaveLen(len(all)), "Nomad jobs vs Runners")
 		for _, r := range all {
-			g.Expect(jobs).To(HaveKey(r.Annotations[controllers.JobIDAnnotation]), "runner %s has no job", r.Name)
+			g.Expect(jobs).To(HaveKey(r.Annotations[v1alpha1.JobIDAnnotation]), "runner %s has no job", r.Name)
 		}
 		for id := range jobs {
 			job, _, err := nomadAPI.Jobs().Info(id, nil)
