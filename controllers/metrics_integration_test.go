@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 )
 
 var _ = Describe("The metrics endpoint and probes", func() {
@@ -48,7 +49,7 @@ var _ = Describe("The metrics endpoint and probes", func() {
 		Expect(code).To(Equal(http.StatusForbidden), "a token without the metrics-reader role")
 
 		By("reading a pool of 2 Idle runners")
-		newEnvironment(ctx, ns, "metered", 2)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "metered", 2)
 		expectIdlePool(ctx, ns, "metered", 2, 0)
 		pool := map[string]string{"namespace": ns, "environment": "metered"}
 		phase := func(p string) map[string]string { return with(pool, "phase", p) }
@@ -76,7 +77,7 @@ var _ = Describe("The metrics endpoint and probes", func() {
 		}).WithTimeout(20 * time.Second).Should(Succeed())
 
 		By("scaling to 0: the gauges say 0, the series stay")
-		setPool(ctx, ns, "metered", 0)
+		Expect(fixtures.SetPool(ctx, k8sClient, ns, "metered", 0)).To(Succeed())
 		Eventually(func(g Gomega) {
 			text := scrapeOK(ctx, g, scraper)
 			g.Expect(metricValue(text, "nomadrunner_pool_target", pool)).To(Equal(0.0))

@@ -17,6 +17,7 @@ import (
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
@@ -56,7 +57,7 @@ var _ = Describe("Runners naming jobs they do not own", func() {
 	BeforeEach(func(ctx SpecContext) { ns = newNamespace(ctx) })
 
 	It("neither adopt nor purge another runner's job or a foreign job, and are deleted all the same", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 1)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 1)
 		victim := expectIdlePool(ctx, ns, "python", 1, 0)[0]
 		ee := &v1alpha1.ExecutionEnvironment{}
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "python"}, ee)).To(Succeed())

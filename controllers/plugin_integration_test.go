@@ -17,6 +17,7 @@ import (
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 )
 
 var _ = Describe("The kubectl plugin", func() {
@@ -54,7 +55,7 @@ var _ = Describe("The kubectl plugin", func() {
 	}
 
 	It("claims, execs with output and exit code, copies a folder both ways byte for byte, lists, renews and releases", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 1)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 1)
 		expectIdlePool(ctx, ns, "python", 1, 0)
 
 		out, errOut, code := run(ctx, "", "claim", "python", "--holder", "frank", "--token", "t-frank", "-o", "name")
@@ -136,8 +137,8 @@ var _ = Describe("The kubectl plugin", func() {
 		}).WithTimeout(30 * time.Second).Should(BeTrue())
 
 		By("failing clearly on an empty pool")
-		setPool(ctx, ns, "python", 0)
-		Eventually(func(g Gomega) { g.Expect(runnersOf(ctx, g, ns, "python")).To(BeEmpty()) }).WithTimeout(30 * time.Second).Should(Succeed())
+		Expect(fixtures.SetPool(ctx, k8sClient, ns, "python", 0)).To(Succeed())
+		Eventually(func(g Gomega) { g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(BeEmpty()) }).WithTimeout(30 * time.Second).Should(Succeed())
 		_, errOut, code = run(ctx, "", "claim", "python")
 		Expect(code).To(Equal(1))
 		Expect(errOut).To(ContainSubstring("no idle runner"))

@@ -9,6 +9,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 )
 
 // runnerReconciles is the Runner controller's reconcile count so far.
@@ -34,7 +35,7 @@ func runnerReconciles(g Gomega) float64 {
 var _ = Describe("A resync after the Nomad event stream reconnects", func() {
 	It("reconciles every runner again with no Nomad read per runner, from one jobs list and one allocations list", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
-		newEnvironment(ctx, ns, "python", 3)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 3)
 		idle := expectIdlePool(ctx, ns, "python", 3, 0)
 
 		all := &v1alpha1.RunnerList{}

@@ -10,8 +10,6 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -25,6 +23,7 @@ import (
 	"github.com/nomad-runner-operator/nomad-runner-operator/metrics"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
@@ -145,8 +144,8 @@ func localAddr() string {
 	return l.Addr().String()
 }
 
+// newNamespace gives a spec a namespace of its own.
 func newNamespace(ctx context.Context) string {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pool-"}}
-	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
-	return ns.Name
+	GinkgoHelper()
+	return fixtures.NewNamespace(ctx, Default, k8sClient, "pool-", nil)
 }
