@@ -157,7 +157,7 @@ var labelPair = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"
 func metricValue(text, name string, labels map[string]string) float64 {
 	for _, line := range strings.Split(text, "\n") {
 		m := sampleLine.FindStringSubmatch(line)
-		if m == nil || m[1] != name {
+		if len(m) == 0 || m[1] != name {
 			continue
 		}
 		have := map[string]string{}
