@@ -170,7 +170,7 @@ var _ = Describe("Claiming with the claim package", func() {
 		Expect(claim.Release(ctx, k8sClient, rn, "t-erin")).To(Succeed())
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(rn), &v1alpha1.Runner{}))
-		}).WithTimeout(30 * time.Second).Should(BeTrue())
+		}).Should(BeTrue())
 		Expect(claim.Release(ctx, k8sClient, rn, "t-erin")).To(Succeed(), "releasing a released runner is fine")
 		expectIdlePool(ctx, ns, "python", 1, 0)
 	}, SpecTimeout(120*time.Second))

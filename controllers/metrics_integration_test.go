@@ -43,7 +43,7 @@ var _ = Describe("The metrics endpoint and probes", func() {
 			code, _, err := scrape(ctx, "")
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(code).To(Equal(http.StatusUnauthorized), "no token")
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 		code, _, err := scrape(ctx, stranger)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(code).To(Equal(http.StatusForbidden), "a token without the metrics-reader role")
@@ -83,7 +83,7 @@ var _ = Describe("The metrics endpoint and probes", func() {
 			g.Expect(metricValue(text, "nomadrunner_pool_target", pool)).To(Equal(0.0))
 			g.Expect(metricValue(text, "nomadrunner_runners", phase("Idle"))).To(Equal(0.0))
 			g.Expect(metricValue(text, "nomadrunner_runners", phase("Claimed"))).To(Equal(1.0))
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 	}, SpecTimeout(120*time.Second))
 
 	It("is ready once the leader reads Nomad's event stream", func(ctx SpecContext) {
@@ -98,7 +98,7 @@ var _ = Describe("The metrics endpoint and probes", func() {
 				if path == "/readyz" {
 					g.Expect(string(body)).To(ContainSubstring("[+]nomad-event-stream ok"))
 				}
-			}).WithTimeout(30 * time.Second).Should(Succeed())
+			}).Should(Succeed())
 		}
 	})
 })

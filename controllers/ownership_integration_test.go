@@ -84,7 +84,7 @@ var _ = Describe("Runners naming jobs they do not own", func() {
 			Eventually(func(g Gomega) {
 				g.Expect(foreignWarnings(ctx, g, ns, name)).To(ContainElement(And(
 					HavePrefix("Register: "), ContainSubstring(*job.ID))))
-			}).WithTimeout(60*time.Second).WithPolling(250*time.Millisecond).Should(Succeed(), "runner %s", name)
+			}).WithTimeout(60*time.Second).Should(Succeed(), "runner %s", name)
 			rn := &v1alpha1.Runner{}
 			Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, rn)).To(Succeed())
 			Expect(rn.Status.NomadJobID).To(BeEmpty(), "runner %s adopted %s", name, *job.ID)
@@ -100,11 +100,11 @@ var _ = Describe("Runners naming jobs they do not own", func() {
 			Eventually(func(g Gomega) {
 				err := k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &v1alpha1.Runner{})
 				g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "runner %s: %v", name, err)
-			}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+			}).WithTimeout(60 * time.Second).Should(Succeed())
 			Eventually(func(g Gomega) {
 				g.Expect(foreignWarnings(ctx, g, ns, name)).To(ContainElement(And(
 					HavePrefix("Delete: "), ContainSubstring(*job.ID))))
-			}).WithTimeout(30 * time.Second).Should(Succeed())
+			}).Should(Succeed())
 			after, _, err := nomadAPI.Jobs().Info(*job.ID, nil)
 			Expect(err).NotTo(HaveOccurred(), "job %s must survive the deletion of %s", *job.ID, name)
 			Expect(*after.Stop).To(BeFalse())

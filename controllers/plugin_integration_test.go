@@ -135,11 +135,11 @@ var _ = Describe("The kubectl plugin", func() {
 		Expect(code).To(BeZero(), errOut)
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &v1alpha1.Runner{}))
-		}).WithTimeout(30 * time.Second).Should(BeTrue())
+		}).Should(BeTrue())
 
 		By("failing clearly on an empty pool")
 		Expect(fixtures.SetPool(ctx, k8sClient, ns, "python", 0)).To(Succeed())
-		Eventually(func(g Gomega) { g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(BeEmpty()) }).WithTimeout(30 * time.Second).Should(Succeed())
+		Eventually(func(g Gomega) { g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(BeEmpty()) }).Should(Succeed())
 		_, errOut, code = run(ctx, "", "claim", "python")
 		Expect(code).To(Equal(1))
 		Expect(errOut).To(ContainSubstring("no idle runner"))

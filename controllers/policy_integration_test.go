@@ -71,7 +71,7 @@ func expectPolicyViolation(ctx context.Context, ns, env string, parts ...string)
 		for _, p := range parts {
 			g.Expect(notes).To(ContainElement(ContainSubstring(p)))
 		}
-	}).WithTimeout(30 * time.Second).Should(Succeed())
+	}).Should(Succeed())
 }
 
 const privilegedDockerTemplate = `job "template" {
@@ -172,7 +172,7 @@ var _ = Describe("Environment policies", func() {
 			jobs := fixtures.NomadJobs(ctx, g, bridge, ns, "python")
 			g.Expect(jobs).To(HaveLen(1))
 			g.Expect(jobs).To(HaveKey(runners[0].Status.NomadJobID))
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 		Consistently(func(g Gomega) {
 			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(HaveLen(1))
 		}).WithTimeout(3 * time.Second).Should(Succeed())
@@ -205,7 +205,7 @@ var _ = Describe("Environment policies", func() {
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(job.TaskGroups[0].Networks).To(HaveLen(1))
 			g.Expect(job.TaskGroups[0].Networks[0].Mode).To(Equal("none"))
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 		expectPolicyViolation(ctx, ns, "open", `group "runner" task "runner" driver: the operator cannot take the network away from a "raw_exec" task`)
 
 		host := `job "template" {

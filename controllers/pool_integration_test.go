@@ -52,7 +52,7 @@ func expectIdlePool(ctx context.Context, ns, env string, n, others int) []v1alph
 		g.Expect(ee.Status.IdleRunners).To(BeEquivalentTo(n))
 		g.Expect(meta.IsStatusConditionTrue(ee.Status.Conditions, v1alpha1.ReadyCondition)).To(BeTrue())
 		g.Expect(ee.Status.ObservedGeneration).To(Equal(ee.Generation))
-	}).WithTimeout(90 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+	}).WithTimeout(90 * time.Second).Should(Succeed())
 	return idle
 }
 
@@ -127,7 +127,7 @@ var _ = Describe("The prewarmed pool", func() {
 		Consistently(func(g Gomega) {
 			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "python")).To(HaveLen(2))
 			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(HaveLen(2))
-		}).WithTimeout(3 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(3 * time.Second).Should(Succeed())
 		stopSampling()
 		<-sampled
 		Expect(over).To(BeEmpty(), "Nomad held more runner jobs than the target")
@@ -153,7 +153,7 @@ var _ = Describe("The prewarmed pool", func() {
 			for _, r := range fixtures.ByPhase(fixtures.Runners(ctx, g, k8sClient, ns, "python"), v1alpha1.RunnerIdle) {
 				g.Expect(r.Spec.TemplateHash).To(Equal(fresh.Status.TemplateHash), "runner %s is stale", r.Name)
 			}
-		}).WithTimeout(120 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(120 * time.Second).Should(Succeed())
 		expectIdlePool(ctx, ns, "python", 3, 1)
 
 		after := &v1alpha1.Runner{}
@@ -187,11 +187,11 @@ var _ = Describe("The prewarmed pool", func() {
 			g.Expect(r.Status.Reason).To(BeElementOf(v1alpha1.ReasonNomadJobLost, v1alpha1.ReasonAllocationFailed))
 			g.Expect(r.Status.Message).NotTo(BeEmpty())
 			g.Expect(r.Status.Claim.Holder).To(Equal("bob"), "the holder keeps its claim and learns why")
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 		Eventually(func(g Gomega) {
 			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&victim), &v1alpha1.Runner{})
 			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the idle runner whose job was stopped must be replaced")
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 		expectIdlePool(ctx, ns, "python", 2, 1)
 	}, SpecTimeout(240*time.Second))
 
@@ -210,7 +210,7 @@ var _ = Describe("The prewarmed pool", func() {
 			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "python")).To(BeEmpty())
 			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), &v1alpha1.ExecutionEnvironment{})
 			g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 		stored, _, err := nomadAPI.Jobs().Info(foreign, nil)
 		Expect(err).NotTo(HaveOccurred(), "the foreign job must survive")
 		Expect(*stored.Status).NotTo(Equal("dead"))
@@ -233,7 +233,7 @@ var _ = Describe("The prewarmed pool", func() {
 			g.Expect(c.Message).To(ContainSubstring("Nomad rejected the runner job"))
 			g.Expect(c.Message).To(ContainSubstring("Failed to parse job"))
 			g.Expect(meta.IsStatusConditionFalse(ee.Status.Conditions, v1alpha1.ReadyCondition)).To(BeTrue())
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 		Consistently(func(g Gomega) {
 			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "broken")).To(BeEmpty())
 			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "broken")).To(BeEmpty())
@@ -283,7 +283,7 @@ var _ = Describe("A pool Nomad cannot place", func() {
 			g.Expect(c).NotTo(BeNil())
 			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonWaitingForNomad))
 			g.Expect(ee.Status.PendingRunners).To(BeEquivalentTo(2))
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 		Consistently(func(g Gomega) {
 			var now []string
 			for _, r := range fixtures.Runners(ctx, g, k8sClient, ns, "huge") {
@@ -291,11 +291,11 @@ var _ = Describe("A pool Nomad cannot place", func() {
 			}
 			g.Expect(now).To(ConsistOf(names), "runners waiting for capacity must not be replaced")
 			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "huge")).To(HaveLen(2))
-		}).WithTimeout(5 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(5 * time.Second).Should(Succeed())
 		Expect(k8sClient.Delete(ctx, ee)).To(Succeed())
 		Eventually(func(g Gomega) {
 			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "huge")).To(BeEmpty())
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 	}, SpecTimeout(120*time.Second))
 })
 
@@ -335,7 +335,7 @@ var _ = Describe("Claims and orphans", func() {
 		Expect(r.Status.Phase).To(Equal(v1alpha1.RunnerClaimed))
 		Eventually(func(g Gomega) {
 			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "python")).NotTo(HaveKey(quiet.Status.NomadJobID))
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 		expectIdlePool(ctx, ns, "python", 2, 1)
 	}, SpecTimeout(180*time.Second))
 

@@ -62,7 +62,7 @@ var _ = Describe("A resync after the Nomad event stream reconnects", func() {
 		Eventually(func(g Gomega) {
 			g.Expect(operatorNomad.Count("GET /v1/event/stream")).To(BeNumerically(">", opened))
 			g.Expect(runnerReconciles(g) - before).To(BeNumerically(">=", len(all.Items)))
-		}).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
+		}).WithPolling(100 * time.Millisecond).Should(Succeed())
 		Consistently(perRunner).WithTimeout(2*time.Second).Should(Equal(readsBefore),
 			"a resync must not read Nomad per runner")
 		// What it read instead: one allocations list (and one jobs list, whose

@@ -93,6 +93,6 @@ var _ = Describe("Runner status writes while a pool fills", func() {
 			for name := range history {
 				g.Expect(created[0]).To(ContainSubstring(name))
 			}
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 	}, SpecTimeout(2*time.Minute))
 })

@@ -167,7 +167,7 @@ var _ = Describe("Trust boundaries: who may write a Runner", func() {
 		Expect(claim.Release(ctx, alice, renewed, "t-a")).To(Succeed())
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(held), &v1alpha1.Runner{}))
-		}).WithTimeout(30 * time.Second).Should(BeTrue())
+		}).Should(BeTrue())
 		expectIdlePool(ctx, ns, "python", 2, 0)
 	}, SpecTimeout(180*time.Second))
 
@@ -352,7 +352,7 @@ var _ = Describe("Trust boundaries: the operator touches only its own", func() {
 		Expect(k8sClient.Delete(ctx, forged)).To(Succeed())
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(forged), &v1alpha1.Runner{}))
-		}).WithTimeout(30*time.Second).Should(BeTrue(), "the forged Runner's deletion ends")
+		}).Should(BeTrue(), "the forged Runner's deletion ends")
 		job, _, err := nomadAPI.Jobs().Info(foreign, nil)
 		Expect(err).NotTo(HaveOccurred(), "the foreign job survives")
 		Expect(*job.Status).NotTo(Equal("dead"))
@@ -385,7 +385,7 @@ var _ = Describe("Trust boundaries: environments", func() {
 			g.Expect(c).NotTo(BeNil())
 			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonWaitingForClaims))
 			g.Expect(c.Message).To(ContainSubstring("waiting for 1 claimed runners"))
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 
 		By("the claimed runner stays reachable: its allocation runs")
 		Consistently(func(g Gomega) {
@@ -401,7 +401,7 @@ var _ = Describe("Trust boundaries: environments", func() {
 			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(BeEmpty())
 			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "python")).To(BeEmpty())
 			g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), &v1alpha1.ExecutionEnvironment{}))).To(BeTrue())
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 	}, SpecTimeout(240*time.Second))
 
 	It("ends claims on deletion only for a user granted force-release", func(ctx SpecContext) {
@@ -428,7 +428,7 @@ var _ = Describe("Trust boundaries: environments", func() {
 			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(BeEmpty())
 			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "python")).To(BeEmpty())
 			g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), &v1alpha1.ExecutionEnvironment{}))).To(BeTrue())
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 	}, SpecTimeout(180*time.Second))
 
 	It("stops refilling at spec.maxRunners and says so, then refills as claims are released", func(ctx SpecContext) {
@@ -449,7 +449,7 @@ var _ = Describe("Trust boundaries: environments", func() {
 			g.Expect(c).NotTo(BeNil())
 			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonRunnerLimitReached))
 			g.Expect(c.Message).To(ContainSubstring("the most spec.maxRunners allows (3)"))
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 		Consistently(func(g Gomega) {
 			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(HaveLen(3))
 		}).WithTimeout(3 * time.Second).Should(Succeed())
@@ -459,7 +459,7 @@ var _ = Describe("Trust boundaries: environments", func() {
 			all := fixtures.Runners(ctx, g, k8sClient, ns, "python")
 			g.Expect(all).To(HaveLen(3))
 			g.Expect(fixtures.ByPhase(all, v1alpha1.RunnerIdle)).To(HaveLen(1), "one released claim makes room for one idle runner")
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 	}, SpecTimeout(180*time.Second))
 })
 

@@ -3,6 +3,7 @@ package nomadbridge_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 	. "github.com/onsi/ginkgo/v2"
@@ -22,6 +23,10 @@ var (
 
 func TestNomadBridge(t *testing.T) {
 	RegisterFailHandler(Fail)
+	// What the dev agent usually takes to place or stop a job; waits that
+	// need longer say so.
+	SetDefaultEventuallyTimeout(30 * time.Second)
+	SetDefaultEventuallyPollingInterval(250 * time.Millisecond)
 	RunSpecs(t, "nomadbridge integration suite (real Nomad agent)")
 }
 

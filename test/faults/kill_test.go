@@ -3,7 +3,6 @@ package faults_test
 import (
 	"context"
 	"sync/atomic"
-	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 	. "github.com/onsi/ginkgo/v2"
@@ -136,7 +135,7 @@ var _ = Describe("Two operator replicas with leader election", func() {
 			default:
 				return false
 			}
-		}).WithTimeout(30 * time.Second).Should(BeTrue())
+		}).Should(BeTrue())
 		GinkgoWriter.Printf("Leader is %s\n", leader.name)
 
 		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "ha", 2)
@@ -152,7 +151,7 @@ var _ = Describe("Two operator replicas with leader election", func() {
 		})
 		Expect(fixtures.SetPool(ctx, k8sClient, ns, "ha", 10)).To(Succeed())
 		leader.waitDead()
-		Eventually(follower.mgr.Elected()).WithTimeout(30 * time.Second).Should(BeClosed())
+		Eventually(follower.mgr.Elected()).Should(BeClosed())
 		converged(ctx, ns, "ha", 10, nil)
 		total, _ := regs.registrations("ha-")
 		GinkgoWriter.Printf("Registrations in %s: %d (leader killed after its 3rd of the scale-up)\n", ns, total)

@@ -56,7 +56,7 @@ var _ = Describe("Nomad lost", func() {
 		agent.Kill() // dev mode: its state is gone with it
 		Eventually(func(g Gomega) {
 			g.Expect(nomadReachable(getEnv(ctx, g, ns, "lost"))).To(Equal(metav1.ConditionFalse))
-		}).WithTimeout(30 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+		}).WithPolling(200 * time.Millisecond).Should(Succeed())
 		// Stay down a while: retries must back off, not spin.
 		time.Sleep(5 * time.Second)
 		downFor := time.Since(downAt)
@@ -194,7 +194,7 @@ var _ = Describe("Deletion with Nomad unreachable", func() {
 			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
 			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonPurgeFailed))
 			g.Expect(c.Message).To(ContainSubstring(v1alpha1.SkipNomadCleanupAnnotation))
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 		Expect(eventReasons(ctx, ns, victim.Name)).To(ContainElement("FailedPurge"))
 		Consistently(func(g Gomega) {
 			g.Expect(k8sClient.Get(ctx, keyOf(&victim), &v1alpha1.Runner{})).To(Succeed())
@@ -205,13 +205,13 @@ var _ = Describe("Deletion with Nomad unreachable", func() {
 		Expect(k8sClient.Patch(ctx, &victim, client.RawPatch(types.MergePatchType, []byte(patch)))).To(Succeed())
 		Eventually(func() error {
 			return k8sClient.Get(ctx, keyOf(&victim), &v1alpha1.Runner{})
-		}).WithTimeout(30 * time.Second).Should(MatchError(ContainSubstring("not found")))
+		}).Should(MatchError(ContainSubstring("not found")))
 		Expect(fixtures.NomadJobs(ctx, Default, bridge, ns, "")).To(HaveKey(victim.Status.NomadJobID), "skipped: the job was left in Nomad")
 
 		// Nomad answers again: the orphan collector purges what was left.
 		op.bridge.set(func(b *faultBridge) { b.beforePurge = nil })
 		Eventually(func(g Gomega) {
 			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "")).To(BeEmpty())
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 	})
 })
