@@ -51,11 +51,8 @@ var instance string
 func TestControllers(t *testing.T) {
 	RegisterFailHandler(Fail)
 	// What the operator and Nomad usually take to get somewhere; waits that
-	// need longer say so. Polling every 10 ms (Gomega's default) would load
-	// the API server and Nomad that the operator under test shares 2 cores with.
-	SetDefaultEventuallyTimeout(30 * time.Second)
-	SetDefaultEventuallyPollingInterval(250 * time.Millisecond)
-	SetDefaultConsistentlyPollingInterval(250 * time.Millisecond)
+	// need longer say so.
+	fixtures.SetDefaultWaits(30 * time.Second)
 	RunSpecs(t, "controllers integration suite (real kube-apiserver, etcd and Nomad)")
 }
 

@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
@@ -25,8 +26,7 @@ func TestNomadBridge(t *testing.T) {
 	RegisterFailHandler(Fail)
 	// What the dev agent usually takes to place or stop a job; waits that
 	// need longer say so.
-	SetDefaultEventuallyTimeout(30 * time.Second)
-	SetDefaultEventuallyPollingInterval(250 * time.Millisecond)
+	fixtures.SetDefaultWaits(30 * time.Second)
 	RunSpecs(t, "nomadbridge integration suite (real Nomad agent)")
 }
 

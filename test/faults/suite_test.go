@@ -47,9 +47,7 @@ func TestFaults(t *testing.T) {
 	RegisterFailHandler(Fail)
 	// What a restarted operator or Nomad usually takes to get somewhere;
 	// waits that need longer (a full convergence) say so.
-	SetDefaultEventuallyTimeout(30 * time.Second)
-	SetDefaultEventuallyPollingInterval(250 * time.Millisecond)
-	SetDefaultConsistentlyPollingInterval(250 * time.Millisecond)
+	fixtures.SetDefaultWaits(30 * time.Second)
 	RunSpecs(t, "fault suite (real kube-apiserver, etcd and Nomad; managers killed, Nomad restarted)")
 }
 
