@@ -7,6 +7,7 @@ LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 KUBECTL ?= $(LOCALBIN)/kubectl
 KUSTOMIZE ?= $(LOCALBIN)/kustomize
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 # The manager image that `make docker-build`, `make deploy` and `make build-installer` use.
 IMG ?= ghcr.io/nomad-runner-operator/nomad-runner-operator:latest
 CONTAINER_TOOL ?= docker
@@ -50,6 +51,10 @@ fmt: ## Run go fmt.
 vet: ## Run go vet.
 	go vet ./...
 
+.PHONY: lint
+lint: golangci-lint ## Run golangci-lint with .golangci.yml (CI runs it within `make test`).
+	$(GOLANGCI_LINT) run ./...
+
 .PHONY: verify
 verify: manifests generate ## Fail if generated files (CRDs, RBAC, deepcopy) differ from what is committed.
 	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
@@ -57,8 +62,8 @@ verify: manifests generate ## Fail if generated files (CRDs, RBAC, deepcopy) dif
 		git status --porcelain -- api config; git --no-pager diff --stat -- api config; exit 1; fi
 
 .PHONY: test
-test: manifests generate fmt vet test-bins ## Build what is missing, then run unit and integration tests (real kube-apiserver, etcd, Nomad).
-	@if [ -n "$$CI" ]; then $(MAKE) --no-print-directory verify; fi
+test: manifests generate fmt vet test-bins ## Build what is missing, then run unit and integration tests (real kube-apiserver, etcd, Nomad); in CI (CI set) first verify and lint.
+	@if [ -n "$$CI" ]; then $(MAKE) --no-print-directory verify lint; fi
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) NOMAD_BIN=$(NOMAD) KUBECTL=$(KUBECTL) \
 		hack/run-tests.sh go test ./... -timeout $(TEST_TIMEOUT) $(TEST_ARGS)
 
@@ -171,6 +176,10 @@ nomad: etcd ## Build the Nomad agent (tests only) into bin/.
 .PHONY: controller-gen
 controller-gen: ## Install controller-gen into bin/.
 	@hack/install-go-tool.sh controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen $(CONTROLLER_GEN_VERSION)
+
+.PHONY: golangci-lint
+golangci-lint: ## Install golangci-lint into bin/.
+	@hack/install-go-tool.sh golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint $(GOLANGCI_LINT_VERSION)
 
 .PHONY: kustomize
 kustomize: ## Install kustomize into bin/.

@@ -149,7 +149,7 @@ func claimOnce(ctx context.Context, c client.Client, namespace, environment stri
 	candidates := list.Items
 	rand.Shuffle(len(candidates), func(i, j int) { candidates[i], candidates[j] = candidates[j], candidates[i] })
 
-	patch, err := claimPatch(opts, time.Now())
+	patch, err := Patch(opts, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -457,7 +457,13 @@ func timeoutSeconds(d time.Duration) int32 {
 	return int32(secs)
 }
 
-func claimPatch(opts Options, now time.Time) ([]byte, error) {
+// Patch is the JSON patch a claim sends to a Runner's status subresource: it
+// tests that the stored phase is Idle, sets phase Claimed, and adds the claim of
+// opts.Holder and opts.Token (taken as given: Claim fills an empty token
+// first), claimed at now (UTC, whole seconds), with opts.InactivityTimeout as
+// Options documents it. Whoever claims one chosen runner without Claim (a
+// tool, a test) sends these bytes, so the API server sees one claim shape.
+func Patch(opts Options, now time.Time) ([]byte, error) {
 	claim := v1alpha1.RunnerClaim{
 		Holder:                   opts.Holder,
 		Token:                    opts.Token,

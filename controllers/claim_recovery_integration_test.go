@@ -24,6 +24,7 @@ import (
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 )
 
 // lossyTransport sits between a client and the real API server and, while
@@ -142,7 +143,7 @@ var _ = Describe("Claims whose answer is lost (recover)", func() {
 	}
 
 	It("recovers a claim whose answer was lost after the API server stored it: the runner is ours, claimed once, no other taken", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 3)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 3)
 		expectIdlePool(ctx, ns, "python", 3, 0)
 
 		lossy.arm(http.MethodPatch, "status", 1, true)
@@ -172,7 +173,7 @@ var _ = Describe("Claims whose answer is lost (recover)", func() {
 	}, SpecTimeout(180*time.Second))
 
 	It("recovers a claim whose request was lost before the API server got it: the same runner is claimed by a second send, once", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 3)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 3)
 		expectIdlePool(ctx, ns, "python", 3, 0)
 
 		lossy.arm(http.MethodPatch, "status", 1, false)
@@ -194,7 +195,7 @@ var _ = Describe("Claims whose answer is lost (recover)", func() {
 	}, SpecTimeout(180*time.Second))
 
 	It("recovers a renew and a release whose answers were lost", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 1)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 1)
 		expectIdlePool(ctx, ns, "python", 1, 0)
 		token := "t-renew-" + ns
 		rn, err := claim.Claim(ctx, c, ns, "python", claim.Options{Holder: "renewer", Token: token})
@@ -226,7 +227,7 @@ var _ = Describe("Claims whose answer is lost (recover)", func() {
 	}, SpecTimeout(180*time.Second))
 
 	It("stores the default inactivity timeout when a claim names none, and 0 with claim.NoInactivityTimeout", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 2)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 2)
 		expectIdlePool(ctx, ns, "python", 2, 0)
 
 		stored := func(rn *v1alpha1.Runner) int32 {
@@ -254,7 +255,7 @@ var _ = Describe("Claims whose answer is lost (recover)", func() {
 		out, err := build.CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), "%s", out)
 
-		newEnvironment(ctx, ns, "python", 2)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 2)
 		expectIdlePool(ctx, ns, "python", 2, 0)
 		claimWith := func(args ...string) int32 {
 			GinkgoHelper()

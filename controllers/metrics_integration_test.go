@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 )
 
 var _ = Describe("The metrics endpoint and probes", func() {
@@ -42,13 +43,13 @@ var _ = Describe("The metrics endpoint and probes", func() {
 			code, _, err := scrape(ctx, "")
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(code).To(Equal(http.StatusUnauthorized), "no token")
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 		code, _, err := scrape(ctx, stranger)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(code).To(Equal(http.StatusForbidden), "a token without the metrics-reader role")
 
 		By("reading a pool of 2 Idle runners")
-		newEnvironment(ctx, ns, "metered", 2)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "metered", 2)
 		expectIdlePool(ctx, ns, "metered", 2, 0)
 		pool := map[string]string{"namespace": ns, "environment": "metered"}
 		phase := func(p string) map[string]string { return with(pool, "phase", p) }
@@ -76,13 +77,13 @@ var _ = Describe("The metrics endpoint and probes", func() {
 		}).WithTimeout(20 * time.Second).Should(Succeed())
 
 		By("scaling to 0: the gauges say 0, the series stay")
-		setPool(ctx, ns, "metered", 0)
+		Expect(fixtures.SetPool(ctx, k8sClient, ns, "metered", 0)).To(Succeed())
 		Eventually(func(g Gomega) {
 			text := scrapeOK(ctx, g, scraper)
 			g.Expect(metricValue(text, "nomadrunner_pool_target", pool)).To(Equal(0.0))
 			g.Expect(metricValue(text, "nomadrunner_runners", phase("Idle"))).To(Equal(0.0))
 			g.Expect(metricValue(text, "nomadrunner_runners", phase("Claimed"))).To(Equal(1.0))
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 	}, SpecTimeout(120*time.Second))
 
 	It("is ready once the leader reads Nomad's event stream", func(ctx SpecContext) {
@@ -97,7 +98,7 @@ var _ = Describe("The metrics endpoint and probes", func() {
 				if path == "/readyz" {
 					g.Expect(string(body)).To(ContainSubstring("[+]nomad-event-stream ok"))
 				}
-			}).WithTimeout(30 * time.Second).Should(Succeed())
+			}).Should(Succeed())
 		}
 	})
 })
@@ -156,7 +157,7 @@ var labelPair = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"
 func metricValue(text, name string, labels map[string]string) float64 {
 	for _, line := range strings.Split(text, "\n") {
 		m := sampleLine.FindStringSubmatch(line)
-		if m == nil || m[1] != name {
+		if len(m) == 0 || m[1] != name {
 			continue
 		}
 		have := map[string]string{}

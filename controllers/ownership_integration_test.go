@@ -16,6 +16,7 @@ import (
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
@@ -55,7 +56,7 @@ var _ = Describe("Runners naming jobs they do not own", func() {
 	BeforeEach(func(ctx SpecContext) { ns = newNamespace(ctx) })
 
 	It("neither adopt nor purge another runner's job or a foreign job, and are deleted all the same", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 1)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 1)
 		victim := expectIdlePool(ctx, ns, "python", 1, 0)[0]
 		ee := &v1alpha1.ExecutionEnvironment{}
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "python"}, ee)).To(Succeed())
@@ -82,7 +83,7 @@ var _ = Describe("Runners naming jobs they do not own", func() {
 			Eventually(func(g Gomega) {
 				g.Expect(foreignWarnings(ctx, g, ns, name)).To(ContainElement(And(
 					HavePrefix("Register: "), ContainSubstring(*job.ID))))
-			}).WithTimeout(60*time.Second).WithPolling(250*time.Millisecond).Should(Succeed(), "runner %s", name)
+			}).WithTimeout(60*time.Second).Should(Succeed(), "runner %s", name)
 			rn := &v1alpha1.Runner{}
 			Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, rn)).To(Succeed())
 			Expect(rn.Status.NomadJobID).To(BeEmpty(), "runner %s adopted %s", name, *job.ID)
@@ -98,11 +99,11 @@ var _ = Describe("Runners naming jobs they do not own", func() {
 			Eventually(func(g Gomega) {
 				err := k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &v1alpha1.Runner{})
 				g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "runner %s: %v", name, err)
-			}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+			}).WithTimeout(60 * time.Second).Should(Succeed())
 			Eventually(func(g Gomega) {
 				g.Expect(foreignWarnings(ctx, g, ns, name)).To(ContainElement(And(
 					HavePrefix("Delete: "), ContainSubstring(*job.ID))))
-			}).WithTimeout(30 * time.Second).Should(Succeed())
+			}).Should(Succeed())
 			after, _, err := nomadAPI.Jobs().Info(*job.ID, nil)
 			Expect(err).NotTo(HaveOccurred(), "job %s must survive the deletion of %s", *job.ID, name)
 			Expect(*after.Stop).To(BeFalse())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 )
 
 var _ = Describe("The kubectl plugin", func() {
@@ -45,7 +47,7 @@ var _ = Describe("The kubectl plugin", func() {
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
 		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			code = ee.ExitCode()
 		} else {
 			Expect(err).NotTo(HaveOccurred())
@@ -54,7 +56,7 @@ var _ = Describe("The kubectl plugin", func() {
 	}
 
 	It("claims, execs with output and exit code, copies a folder both ways byte for byte, lists, renews and releases", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 1)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 1)
 		expectIdlePool(ctx, ns, "python", 1, 0)
 
 		out, errOut, code := run(ctx, "", "claim", "python", "--holder", "frank", "--token", "t-frank", "-o", "name")
@@ -133,11 +135,11 @@ var _ = Describe("The kubectl plugin", func() {
 		Expect(code).To(BeZero(), errOut)
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &v1alpha1.Runner{}))
-		}).WithTimeout(30 * time.Second).Should(BeTrue())
+		}).Should(BeTrue())
 
 		By("failing clearly on an empty pool")
-		setPool(ctx, ns, "python", 0)
-		Eventually(func(g Gomega) { g.Expect(runnersOf(ctx, g, ns, "python")).To(BeEmpty()) }).WithTimeout(30 * time.Second).Should(Succeed())
+		Expect(fixtures.SetPool(ctx, k8sClient, ns, "python", 0)).To(Succeed())
+		Eventually(func(g Gomega) { g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(BeEmpty()) }).Should(Succeed())
 		_, errOut, code = run(ctx, "", "claim", "python")
 		Expect(code).To(Equal(1))
 		Expect(errOut).To(ContainSubstring("no idle runner"))

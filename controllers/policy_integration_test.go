@@ -17,7 +17,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
 // ownPolicyNamespace makes a namespace that the suite's raw_exec policy leaves
@@ -25,9 +28,7 @@ import (
 // policies a spec makes for it.
 func ownPolicyNamespace(ctx context.Context) string {
 	GinkgoHelper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "policy-", Labels: map[string]string{controlplane.OwnPolicyLabel: "true"}}}
-	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
-	return ns.Name
+	return fixtures.NewNamespace(ctx, Default, k8sClient, "policy-", map[string]string{controlplane.OwnPolicyLabel: "true"})
 }
 
 // policyFor creates an EnvironmentPolicy selecting one namespace by name.
@@ -69,7 +70,7 @@ func expectPolicyViolation(ctx context.Context, ns, env string, parts ...string)
 		for _, p := range parts {
 			g.Expect(notes).To(ContainElement(ContainSubstring(p)))
 		}
-	}).WithTimeout(30 * time.Second).Should(Succeed())
+	}).Should(Succeed())
 }
 
 const privilegedDockerTemplate = `job "template" {
@@ -117,10 +118,10 @@ var _ = Describe("Environment policies", func() {
 		// Unique environment names: the job IDs start with them, so a prefix
 		// search over every Nomad namespace finds any job made for them.
 		priv, side := "priv"+ns[len("policy-"):], "side"+ns[len("policy-"):]
-		newEnvironment(ctx, ns, priv, 2, func(s *v1alpha1.ExecutionEnvironmentSpec) {
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, priv, 2, func(s *v1alpha1.ExecutionEnvironmentSpec) {
 			s.TemplateJob, s.CPULimit, s.MemoryLimit = privilegedDockerTemplate, 100, 64
 		})
-		newEnvironment(ctx, ns, side, 2, func(s *v1alpha1.ExecutionEnvironmentSpec) {
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, side, 2, func(s *v1alpha1.ExecutionEnvironmentSpec) {
 			s.TemplateJob, s.CPULimit, s.MemoryLimit = rootSidecarTemplate, 100, 64
 		})
 		expectPolicyViolation(ctx, ns, priv, `policy "built-in default" refuses the runner job`,
@@ -128,8 +129,8 @@ var _ = Describe("Environment policies", func() {
 		expectPolicyViolation(ctx, ns, side,
 			`group "runner" task "miner" driver: driver "raw_exec" is not allowed (policy drivers)`)
 		Consistently(func(g Gomega) {
-			g.Expect(runnersOf(ctx, g, ns, priv)).To(BeEmpty())
-			g.Expect(runnersOf(ctx, g, ns, side)).To(BeEmpty())
+			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, priv)).To(BeEmpty())
+			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, side)).To(BeEmpty())
 		}).WithTimeout(2 * time.Second).Should(Succeed())
 		for _, env := range []string{priv, side} {
 			stubs, _, err := nomadAPI.Jobs().PrefixList(env + "-")
@@ -149,9 +150,9 @@ var _ = Describe("Environment policies", func() {
 		pol := policyFor(ctx, ns, v1alpha1.EnvironmentPolicySpec{
 			Drivers: []string{"raw_exec"}, UnisolatedDrivers: []string{"raw_exec"},
 		})
-		newEnvironment(ctx, ns, "python", 2)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 2)
 		idle := expectIdlePool(ctx, ns, "python", 2, 0)
-		claimByPatch(ctx, &idle[0], "alice")
+		Expect(fixtures.Claim(ctx, k8sClient, &idle[0], claim.Options{Holder: "alice"})).To(Succeed())
 		claimed := idle[0].Name
 		expectIdlePool(ctx, ns, "python", 2, 1)
 
@@ -163,16 +164,16 @@ var _ = Describe("Environment policies", func() {
 			`group "runner" task "runner" driver: driver "raw_exec" is not allowed (policy drivers)`)
 
 		Eventually(func(g Gomega) {
-			runners := runnersOf(ctx, g, ns, "python")
+			runners := fixtures.Runners(ctx, g, k8sClient, ns, "python")
 			g.Expect(runners).To(HaveLen(1))
 			g.Expect(runners[0].Name).To(Equal(claimed))
 			g.Expect(runners[0].Status.Phase).To(Equal(v1alpha1.RunnerClaimed))
-			jobs := nomadJobsOf(ctx, g, ns, "python")
+			jobs := fixtures.NomadJobs(ctx, g, bridge, ns, "python")
 			g.Expect(jobs).To(HaveLen(1))
 			g.Expect(jobs).To(HaveKey(runners[0].Status.NomadJobID))
 		}).WithTimeout(90 * time.Second).Should(Succeed())
 		Consistently(func(g Gomega) {
-			g.Expect(runnersOf(ctx, g, ns, "python")).To(HaveLen(1))
+			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(HaveLen(1))
 		}).WithTimeout(3 * time.Second).Should(Succeed())
 
 		// Loosened again, the pool refills.
@@ -186,24 +187,24 @@ var _ = Describe("Environment policies", func() {
 		ns := ownPolicyNamespace(ctx)
 		// raw_exec allowed, but not without isolation: the group's mode none is what isolates it.
 		policyFor(ctx, ns, v1alpha1.EnvironmentPolicySpec{Drivers: []string{"raw_exec", "docker"}})
-		isolated := strings.Replace(rawExecTemplate, `group "runner" {`, `group "runner" {
+		isolated := strings.Replace(nomaddev.SleepTemplateHCL, `group "runner" {`, `group "runner" {
     network {
       mode = "none"
     }`, 1)
-		Expect(isolated).NotTo(Equal(rawExecTemplate))
-		newEnvironment(ctx, ns, "isolated", 1, func(s *v1alpha1.ExecutionEnvironmentSpec) { s.TemplateJob = isolated })
-		newEnvironment(ctx, ns, "open", 1) // the same without the network block
+		Expect(isolated).NotTo(Equal(nomaddev.SleepTemplateHCL))
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "isolated", 1, func(s *v1alpha1.ExecutionEnvironmentSpec) { s.TemplateJob = isolated })
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "open", 1) // the same without the network block
 
 		var jobID string
 		Eventually(func(g Gomega) {
-			runners := runnersOf(ctx, g, ns, "isolated")
+			runners := fixtures.Runners(ctx, g, k8sClient, ns, "isolated")
 			g.Expect(runners).NotTo(BeEmpty())
 			jobID = runners[0].Annotations[v1alpha1.JobIDAnnotation]
 			job, _, err := nomadAPI.Jobs().Info(jobID, nil)
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(job.TaskGroups[0].Networks).To(HaveLen(1))
 			g.Expect(job.TaskGroups[0].Networks[0].Mode).To(Equal("none"))
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 		expectPolicyViolation(ctx, ns, "open", `group "runner" task "runner" driver: the operator cannot take the network away from a "raw_exec" task`)
 
 		host := `job "template" {
@@ -217,9 +218,9 @@ var _ = Describe("Environment policies", func() {
     }
   }
 }`
-		newEnvironment(ctx, ns, "host", 1, func(s *v1alpha1.ExecutionEnvironmentSpec) { s.TemplateJob = host })
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "host", 1, func(s *v1alpha1.ExecutionEnvironmentSpec) { s.TemplateJob = host })
 		expectPolicyViolation(ctx, ns, "host", `group "runner" task "runner" config.network_mode: "host" gives a network to an environment without networkAccess (policy spec.networkAccess)`)
-		Expect(runnersOf(ctx, Default, ns, "host")).To(BeEmpty())
+		Expect(fixtures.Runners(ctx, Default, k8sClient, ns, "host")).To(BeEmpty())
 	})
 
 	It("can be written by cluster admins only: an environment editor can neither create nor loosen one", func(ctx SpecContext) {

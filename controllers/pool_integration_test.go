@@ -20,57 +20,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
-
-const rawExecTemplate = nomaddev.SleepTemplateHCL
-
-// newEnvironment creates a raw_exec environment (cpu 50, memory 32); tweaks
-// change its spec before it is created.
-func newEnvironment(ctx context.Context, ns, name string, pool int32, tweaks ...func(*v1alpha1.ExecutionEnvironmentSpec)) *v1alpha1.ExecutionEnvironment {
-	GinkgoHelper()
-	ee := &v1alpha1.ExecutionEnvironment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: v1alpha1.ExecutionEnvironmentSpec{
-			Image: "python:3.13", PrewarmingPoolSize: pool, CPULimit: 50, MemoryLimit: 32, TemplateJob: rawExecTemplate,
-		},
-	}
-	for _, tweak := range tweaks {
-		tweak(&ee.Spec)
-	}
-	Expect(k8sClient.Create(ctx, ee)).To(Succeed())
-	return ee
-}
-
-func runnersOf(ctx context.Context, g Gomega, ns, env string) []v1alpha1.Runner {
-	list := &v1alpha1.RunnerList{}
-	g.Expect(k8sClient.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{v1alpha1.EnvironmentLabel: env})).To(Succeed())
-	return list.Items
-}
-
-func byPhase(runners []v1alpha1.Runner, phase v1alpha1.RunnerPhase) []v1alpha1.Runner {
-	var out []v1alpha1.Runner
-	for _, r := range runners {
-		if r.Status.Phase == phase && r.DeletionTimestamp.IsZero() {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// nomadJobsOf lists the Nomad jobs of one environment, as Nomad has them.
-func nomadJobsOf(ctx context.Context, g Gomega, ns, env string) map[string]nomadbridge.JobRef {
-	refs, err := bridge.ListRunnerJobs(ctx)
-	g.Expect(err).NotTo(HaveOccurred())
-	out := map[string]nomadbridge.JobRef{}
-	for _, r := range refs {
-		if r.Meta.Namespace == ns && r.Meta.Environment == env {
-			out[r.ID] = r
-		}
-	}
-	return out
-}
 
 // expectIdlePool waits until the environment holds exactly n Idle runners with
 // a running allocation each besides `others` runners in other phases, Nomad
@@ -79,11 +33,11 @@ func expectIdlePool(ctx context.Context, ns, env string, n, others int) []v1alph
 	GinkgoHelper()
 	var idle []v1alpha1.Runner
 	Eventually(func(g Gomega) {
-		all := runnersOf(ctx, g, ns, env)
-		idle = byPhase(all, v1alpha1.RunnerIdle)
+		all := fixtures.Runners(ctx, g, k8sClient, ns, env)
+		idle = fixtures.ByPhase(all, v1alpha1.RunnerIdle)
 		g.Expect(idle).To(HaveLen(n))
 		g.Expect(all).To(HaveLen(n + others))
-		jobs := nomadJobsOf(ctx, g, ns, env)
+		jobs := fixtures.NomadJobs(ctx, g, bridge, ns, env)
 		g.Expect(jobs).To(HaveLen(n + others))
 		for _, r := range idle {
 			g.Expect(jobs).To(HaveKey(r.Status.NomadJobID))
@@ -98,17 +52,8 @@ func expectIdlePool(ctx context.Context, ns, env string, n, others int) []v1alph
 		g.Expect(ee.Status.IdleRunners).To(BeEquivalentTo(n))
 		g.Expect(meta.IsStatusConditionTrue(ee.Status.Conditions, v1alpha1.ReadyCondition)).To(BeTrue())
 		g.Expect(ee.Status.ObservedGeneration).To(Equal(ee.Generation))
-	}).WithTimeout(90 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+	}).WithTimeout(90 * time.Second).Should(Succeed())
 	return idle
-}
-
-func claimByPatch(ctx context.Context, r *v1alpha1.Runner, holder string) {
-	GinkgoHelper()
-	patch := fmt.Sprintf(`[{"op":"test","path":"/status/phase","value":"Idle"},
-		{"op":"replace","path":"/status/phase","value":"Claimed"},
-		{"op":"add","path":"/status/claim","value":{"holder":%q,"token":"t-%s","claimedAt":%q}}]`,
-		holder, holder, time.Now().UTC().Format(time.RFC3339))
-	Expect(k8sClient.Status().Patch(ctx, r, client.RawPatch(types.JSONPatchType, []byte(patch)))).To(Succeed())
 }
 
 func kubectl(ctx context.Context, ns string, args ...string) string {
@@ -122,19 +67,12 @@ func kubectl(ctx context.Context, ns string, args ...string) string {
 	return string(out)
 }
 
-func setPool(ctx context.Context, ns, env string, n int32) {
-	GinkgoHelper()
-	patch := fmt.Sprintf(`{"spec":{"prewarmingPoolSize":%d}}`, n)
-	ee := &v1alpha1.ExecutionEnvironment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: env}}
-	Expect(k8sClient.Patch(ctx, ee, client.RawPatch(types.MergePatchType, []byte(patch)))).To(Succeed())
-}
-
 var _ = Describe("The prewarmed pool", func() {
 	var ns string
 	BeforeEach(func(ctx context.Context) { ns = newNamespace(ctx) })
 
 	It("fills a pool of 3 with running runners, shows it in kubectl and turns Ready", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 3)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 3)
 		expectIdlePool(ctx, ns, "python", 3, 0)
 
 		kubectl(ctx, ns, "wait", "--for=condition=Ready", "ee/python", "--timeout=60s")
@@ -149,7 +87,7 @@ var _ = Describe("The prewarmed pool", func() {
 	}, SpecTimeout(150*time.Second))
 
 	It("scales 3 → 6 → 2 with Nomad holding exactly the runners the objects say, never more than the target", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 3)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 3)
 		expectIdlePool(ctx, ns, "python", 3, 0)
 
 		var mu sync.Mutex
@@ -178,18 +116,18 @@ var _ = Describe("The prewarmed pool", func() {
 			}
 		}()
 
-		setPool(ctx, ns, "python", 6)
+		Expect(fixtures.SetPool(ctx, k8sClient, ns, "python", 6)).To(Succeed())
 		expectIdlePool(ctx, ns, "python", 6, 0)
 		// Scaling down, the old size bounds the count until the surplus is purged.
-		setPool(ctx, ns, "python", 2)
+		Expect(fixtures.SetPool(ctx, k8sClient, ns, "python", 2)).To(Succeed())
 		expectIdlePool(ctx, ns, "python", 2, 0)
 		mu.Lock()
 		bound = 2
 		mu.Unlock()
 		Consistently(func(g Gomega) {
-			g.Expect(nomadJobsOf(ctx, g, ns, "python")).To(HaveLen(2))
-			g.Expect(runnersOf(ctx, g, ns, "python")).To(HaveLen(2))
-		}).WithTimeout(3 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "python")).To(HaveLen(2))
+			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(HaveLen(2))
+		}).WithTimeout(3 * time.Second).Should(Succeed())
 		stopSampling()
 		<-sampled
 		Expect(over).To(BeEmpty(), "Nomad held more runner jobs than the target")
@@ -197,10 +135,10 @@ var _ = Describe("The prewarmed pool", func() {
 	}, SpecTimeout(240*time.Second))
 
 	It("rolls idle runners on an image change and leaves the claimed one and its job alone", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 3)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 3)
 		idle := expectIdlePool(ctx, ns, "python", 3, 0)
 		held := idle[0]
-		claimByPatch(ctx, &held, "alice")
+		Expect(fixtures.Claim(ctx, k8sClient, &held, claim.Options{Holder: "alice"})).To(Succeed())
 		expectIdlePool(ctx, ns, "python", 3, 1)
 
 		ee := &v1alpha1.ExecutionEnvironment{}
@@ -212,10 +150,10 @@ var _ = Describe("The prewarmed pool", func() {
 			fresh := &v1alpha1.ExecutionEnvironment{}
 			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), fresh)).To(Succeed())
 			g.Expect(fresh.Status.TemplateHash).NotTo(Equal(oldHash))
-			for _, r := range byPhase(runnersOf(ctx, g, ns, "python"), v1alpha1.RunnerIdle) {
+			for _, r := range fixtures.ByPhase(fixtures.Runners(ctx, g, k8sClient, ns, "python"), v1alpha1.RunnerIdle) {
 				g.Expect(r.Spec.TemplateHash).To(Equal(fresh.Status.TemplateHash), "runner %s is stale", r.Name)
 			}
-		}).WithTimeout(120 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(120 * time.Second).Should(Succeed())
 		expectIdlePool(ctx, ns, "python", 3, 1)
 
 		after := &v1alpha1.Runner{}
@@ -231,10 +169,10 @@ var _ = Describe("The prewarmed pool", func() {
 	}, SpecTimeout(240*time.Second))
 
 	It("replaces an idle runner whose job is stopped in Nomad, and fails a claimed one with the reason", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 2)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 2)
 		idle := expectIdlePool(ctx, ns, "python", 2, 0)
 		held, victim := idle[0], idle[1]
-		claimByPatch(ctx, &held, "bob")
+		Expect(fixtures.Claim(ctx, k8sClient, &held, claim.Options{Holder: "bob"})).To(Succeed())
 		expectIdlePool(ctx, ns, "python", 2, 1)
 
 		_, _, err := nomadAPI.Jobs().Deregister(victim.Status.NomadJobID, false, nil)
@@ -249,11 +187,11 @@ var _ = Describe("The prewarmed pool", func() {
 			g.Expect(r.Status.Reason).To(BeElementOf(v1alpha1.ReasonNomadJobLost, v1alpha1.ReasonAllocationFailed))
 			g.Expect(r.Status.Message).NotTo(BeEmpty())
 			g.Expect(r.Status.Claim.Holder).To(Equal("bob"), "the holder keeps its claim and learns why")
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 		Eventually(func(g Gomega) {
 			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&victim), &v1alpha1.Runner{})
 			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the idle runner whose job was stopped must be replaced")
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 		expectIdlePool(ctx, ns, "python", 2, 1)
 	}, SpecTimeout(240*time.Second))
 
@@ -263,16 +201,16 @@ var _ = Describe("The prewarmed pool", func() {
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { _, _, _ = nomadAPI.Jobs().Deregister(foreign, true, nil) })
 
-		ee := newEnvironment(ctx, ns, "python", 3)
+		ee := fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 3)
 		expectIdlePool(ctx, ns, "python", 3, 0)
 
 		Expect(k8sClient.Delete(ctx, ee)).To(Succeed())
 		Eventually(func(g Gomega) {
-			g.Expect(runnersOf(ctx, g, ns, "python")).To(BeEmpty())
-			g.Expect(nomadJobsOf(ctx, g, ns, "python")).To(BeEmpty())
+			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(BeEmpty())
+			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "python")).To(BeEmpty())
 			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), &v1alpha1.ExecutionEnvironment{})
 			g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 		stored, _, err := nomadAPI.Jobs().Info(foreign, nil)
 		Expect(err).NotTo(HaveOccurred(), "the foreign job must survive")
 		Expect(*stored.Status).NotTo(Equal("dead"))
@@ -295,10 +233,10 @@ var _ = Describe("The prewarmed pool", func() {
 			g.Expect(c.Message).To(ContainSubstring("Nomad rejected the runner job"))
 			g.Expect(c.Message).To(ContainSubstring("Failed to parse job"))
 			g.Expect(meta.IsStatusConditionFalse(ee.Status.Conditions, v1alpha1.ReadyCondition)).To(BeTrue())
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 		Consistently(func(g Gomega) {
-			g.Expect(runnersOf(ctx, g, ns, "broken")).To(BeEmpty())
-			g.Expect(nomadJobsOf(ctx, g, ns, "broken")).To(BeEmpty())
+			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "broken")).To(BeEmpty())
+			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "broken")).To(BeEmpty())
 		}).WithTimeout(3 * time.Second).Should(Succeed())
 	}, SpecTimeout(60*time.Second))
 })
@@ -306,7 +244,7 @@ var _ = Describe("The prewarmed pool", func() {
 var _ = Describe("A pool with network access", func() {
 	It("reports the host ports Nomad mapped for the exposed ports", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
-		newEnvironment(ctx, ns, "web", 1, func(s *v1alpha1.ExecutionEnvironmentSpec) {
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "web", 1, func(s *v1alpha1.ExecutionEnvironmentSpec) {
 			s.NetworkAccess, s.ExposedPorts = true, []int32{8080}
 		})
 		idle := expectIdlePool(ctx, ns, "web", 1, 0)
@@ -326,12 +264,12 @@ var _ = Describe("A pool Nomad cannot place", func() {
 			Drivers: []string{"raw_exec"}, UnisolatedDrivers: []string{"raw_exec"},
 			Resources: v1alpha1.PolicyResources{MaxMemoryMB: ptr.To[int32](100000)},
 		})
-		ee := newEnvironment(ctx, ns, "huge", 2, func(s *v1alpha1.ExecutionEnvironmentSpec) {
+		ee := fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "huge", 2, func(s *v1alpha1.ExecutionEnvironmentSpec) {
 			s.MemoryLimit = 100000 // more than the dev node has (16 GiB)
 		})
 		var names []string
 		Eventually(func(g Gomega) {
-			all := runnersOf(ctx, g, ns, "huge")
+			all := fixtures.Runners(ctx, g, k8sClient, ns, "huge")
 			g.Expect(all).To(HaveLen(2))
 			names = nil
 			for _, r := range all {
@@ -345,19 +283,19 @@ var _ = Describe("A pool Nomad cannot place", func() {
 			g.Expect(c).NotTo(BeNil())
 			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonWaitingForNomad))
 			g.Expect(ee.Status.PendingRunners).To(BeEquivalentTo(2))
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 		Consistently(func(g Gomega) {
 			var now []string
-			for _, r := range runnersOf(ctx, g, ns, "huge") {
+			for _, r := range fixtures.Runners(ctx, g, k8sClient, ns, "huge") {
 				now = append(now, r.Name)
 			}
 			g.Expect(now).To(ConsistOf(names), "runners waiting for capacity must not be replaced")
-			g.Expect(nomadJobsOf(ctx, g, ns, "huge")).To(HaveLen(2))
-		}).WithTimeout(5 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "huge")).To(HaveLen(2))
+		}).WithTimeout(5 * time.Second).Should(Succeed())
 		Expect(k8sClient.Delete(ctx, ee)).To(Succeed())
 		Eventually(func(g Gomega) {
-			g.Expect(nomadJobsOf(ctx, g, ns, "huge")).To(BeEmpty())
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "huge")).To(BeEmpty())
+		}).Should(Succeed())
 	}, SpecTimeout(120*time.Second))
 })
 
@@ -366,15 +304,11 @@ var _ = Describe("Claims and orphans", func() {
 	BeforeEach(func(ctx context.Context) { ns = newNamespace(ctx) })
 
 	It("destroys a claimed runner whose holder stops renewing, keeps a renewed one, and refills the pool", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 2)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 2)
 		idle := expectIdlePool(ctx, ns, "python", 2, 0)
 		quiet, busy := idle[0], idle[1]
 		for _, r := range []*v1alpha1.Runner{&quiet, &busy} {
-			patch := fmt.Sprintf(`[{"op":"test","path":"/status/phase","value":"Idle"},
-				{"op":"replace","path":"/status/phase","value":"Claimed"},
-				{"op":"add","path":"/status/claim","value":{"holder":"dave","token":"t-%s","claimedAt":%q,"inactivityTimeoutSeconds":3}}]`,
-				r.Name, time.Now().UTC().Format(time.RFC3339))
-			Expect(k8sClient.Status().Patch(ctx, r, client.RawPatch(types.JSONPatchType, []byte(patch)))).To(Succeed())
+			Expect(fixtures.Claim(ctx, k8sClient, r, claim.Options{Holder: "dave", Token: "t-" + r.Name, InactivityTimeout: 3 * time.Second})).To(Succeed())
 		}
 		// Renew the busy one every half second until the spec ends: 8 s, well
 		// past the 3 s timeout, before looking, and on while the pool refills.
@@ -400,8 +334,8 @@ var _ = Describe("Claims and orphans", func() {
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(&busy), r)).To(Succeed())
 		Expect(r.Status.Phase).To(Equal(v1alpha1.RunnerClaimed))
 		Eventually(func(g Gomega) {
-			g.Expect(nomadJobsOf(ctx, g, ns, "python")).NotTo(HaveKey(quiet.Status.NomadJobID))
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "python")).NotTo(HaveKey(quiet.Status.NomadJobID))
+		}).Should(Succeed())
 		expectIdlePool(ctx, ns, "python", 2, 1)
 	}, SpecTimeout(180*time.Second))
 

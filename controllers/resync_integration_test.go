@@ -9,6 +9,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 )
 
 // runnerReconciles is the Runner controller's reconcile count so far.
@@ -34,7 +35,7 @@ func runnerReconciles(g Gomega) float64 {
 var _ = Describe("A resync after the Nomad event stream reconnects", func() {
 	It("reconciles every runner again with no Nomad read per runner, from one jobs list and one allocations list", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
-		newEnvironment(ctx, ns, "python", 3)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 3)
 		idle := expectIdlePool(ctx, ns, "python", 3, 0)
 
 		all := &v1alpha1.RunnerList{}
@@ -61,7 +62,7 @@ var _ = Describe("A resync after the Nomad event stream reconnects", func() {
 		Eventually(func(g Gomega) {
 			g.Expect(operatorNomad.Count("GET /v1/event/stream")).To(BeNumerically(">", opened))
 			g.Expect(runnerReconciles(g) - before).To(BeNumerically(">=", len(all.Items)))
-		}).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
+		}).WithPolling(100 * time.Millisecond).Should(Succeed())
 		Consistently(perRunner).WithTimeout(2*time.Second).Should(Equal(readsBefore),
 			"a resync must not read Nomad per runner")
 		// What it read instead: one allocations list (and one jobs list, whose

@@ -13,6 +13,7 @@ import (
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 )
 
 var _ = Describe("Runner status writes while a pool fills", func() {
@@ -25,7 +26,7 @@ var _ = Describe("Runner status writes while a pool fills", func() {
 		DeferCleanup(w.Stop)
 
 		const pool = 3
-		newEnvironment(ctx, ns, "python", pool)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", pool)
 
 		// Every version of every runner the API server sent, with when it came.
 		type seen struct {
@@ -92,6 +93,6 @@ var _ = Describe("Runner status writes while a pool fills", func() {
 			for name := range history {
 				g.Expect(created[0]).To(ContainSubstring(name))
 			}
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 	}, SpecTimeout(2*time.Minute))
 })

@@ -10,8 +10,6 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -25,6 +23,7 @@ import (
 	"github.com/nomad-runner-operator/nomad-runner-operator/metrics"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
@@ -51,6 +50,9 @@ var instance string
 
 func TestControllers(t *testing.T) {
 	RegisterFailHandler(Fail)
+	// What the operator and Nomad usually take to get somewhere; waits that
+	// need longer say so.
+	fixtures.SetDefaultWaits(30 * time.Second)
 	RunSpecs(t, "controllers integration suite (real kube-apiserver, etcd and Nomad)")
 }
 
@@ -145,8 +147,8 @@ func localAddr() string {
 	return l.Addr().String()
 }
 
+// newNamespace gives a spec a namespace of its own.
 func newNamespace(ctx context.Context) string {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pool-"}}
-	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
-	return ns.Name
+	GinkgoHelper()
+	return fixtures.NewNamespace(ctx, Default, k8sClient, "pool-", nil)
 }

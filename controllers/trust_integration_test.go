@@ -23,6 +23,7 @@ import (
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
@@ -99,16 +100,18 @@ func applyPatch(name string, status map[string]any) client.Patch {
 	return client.RawPatch(types.ApplyPatchType, raw)
 }
 
+// claimOps are the operations of the patch a claim sends (claim.Patch), with
+// the claim's user set to user unless it is empty.
 func claimOps(holder, token, user string) []map[string]any {
-	c := map[string]any{"holder": holder, "token": token, "claimedAt": time.Now().UTC().Format(time.RFC3339)}
+	GinkgoHelper()
+	raw, err := claim.Patch(claim.Options{Holder: holder, Token: token}, time.Now())
+	Expect(err).NotTo(HaveOccurred())
+	var ops []map[string]any
+	Expect(json.Unmarshal(raw, &ops)).To(Succeed())
 	if user != "" {
-		c["user"] = user
+		ops[len(ops)-1]["value"].(map[string]any)["user"] = user
 	}
-	return []map[string]any{
-		{"op": "test", "path": "/status/phase", "value": "Idle"},
-		{"op": "replace", "path": "/status/phase", "value": "Claimed"},
-		{"op": "add", "path": "/status/claim", "value": c},
-	}
+	return ops
 }
 
 var _ = Describe("Trust boundaries: who may write a Runner", func() {
@@ -129,7 +132,7 @@ var _ = Describe("Trust boundaries: who may write a Runner", func() {
 	})
 
 	It("stamps a claim with the user the API server authenticated, whatever the claimer wrote, and lets only that user renew and release it", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 2)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 2)
 		idle := expectIdlePool(ctx, ns, "python", 2, 0)
 
 		By("claiming as alice while naming bob as the claim's user")
@@ -163,12 +166,12 @@ var _ = Describe("Trust boundaries: who may write a Runner", func() {
 		Expect(claim.Release(ctx, alice, renewed, "t-a")).To(Succeed())
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(held), &v1alpha1.Runner{}))
-		}).WithTimeout(30 * time.Second).Should(BeTrue())
+		}).Should(BeTrue())
 		expectIdlePool(ctx, ns, "python", 2, 0)
 	}, SpecTimeout(180*time.Second))
 
 	It("refuses claimers every write of operator-observed status, with every patch type and PUT", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 2)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 2)
 		idle := expectIdlePool(ctx, ns, "python", 2, 0)
 		target := idle[0]
 		const rule = "are written by the operator only"
@@ -250,7 +253,7 @@ var _ = Describe("Trust boundaries: who may write a Runner", func() {
 	}, SpecTimeout(180*time.Second))
 
 	It("refuses a claim on a runner that is being deleted", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 1)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 1)
 		idle := expectIdlePool(ctx, ns, "python", 1, 0)
 		// Hold the runner in Terminating with a finalizer of the test's own:
 		// the operator purges its job and lets go of its own finalizer.
@@ -278,7 +281,7 @@ var _ = Describe("Trust boundaries: who may write a Runner", func() {
 
 	It("lets a user granted force-release release another user's claim", func(ctx SpecContext) {
 		admin, _ := userBoundTo(ctx, ns, claimAdminRole, "platform-admin")
-		newEnvironment(ctx, ns, "python", 1)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 1)
 		expectIdlePool(ctx, ns, "python", 1, 0)
 		rn, err := claim.Claim(ctx, alice, ns, "python", claim.Options{Holder: "alice", Token: "t-a"})
 		Expect(err).NotTo(HaveOccurred())
@@ -291,7 +294,7 @@ var _ = Describe("Trust boundaries: who may write a Runner", func() {
 		carol, _ := userBoundTo(ctx, ns, claimerRole, "carol")
 		dave, _ := userBoundTo(ctx, ns, claimerRole, "dave")
 		users := []client.Client{alice, bob, carol, dave}
-		newEnvironment(ctx, ns, "python", 10)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 10)
 		expectIdlePool(ctx, ns, "python", 10, 0)
 
 		type result struct {
@@ -348,7 +351,7 @@ var _ = Describe("Trust boundaries: the operator touches only its own", func() {
 		Expect(k8sClient.Delete(ctx, forged)).To(Succeed())
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(forged), &v1alpha1.Runner{}))
-		}).WithTimeout(30*time.Second).Should(BeTrue(), "the forged Runner's deletion ends")
+		}).Should(BeTrue(), "the forged Runner's deletion ends")
 		job, _, err := nomadAPI.Jobs().Info(foreign, nil)
 		Expect(err).NotTo(HaveOccurred(), "the foreign job survives")
 		Expect(*job.Status).NotTo(Equal("dead"))
@@ -363,7 +366,7 @@ var _ = Describe("Trust boundaries: environments", func() {
 	It("drains on deletion: idle runners go at once, the claimed one lives until released", func(ctx SpecContext) {
 		claimerRole := shippedRole(ctx, "claimer_role.yaml", ns)
 		alice, _ := userBoundTo(ctx, ns, claimerRole, "alice")
-		ee := newEnvironment(ctx, ns, "python", 3)
+		ee := fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 3)
 		expectIdlePool(ctx, ns, "python", 3, 0)
 		held, err := claim.Claim(ctx, alice, ns, "python", claim.Options{Holder: "alice", Token: "t-a"})
 		Expect(err).NotTo(HaveOccurred())
@@ -371,17 +374,17 @@ var _ = Describe("Trust boundaries: environments", func() {
 
 		Expect(k8sClient.Delete(ctx, ee)).To(Succeed())
 		Eventually(func(g Gomega) {
-			all := runnersOf(ctx, g, ns, "python")
+			all := fixtures.Runners(ctx, g, k8sClient, ns, "python")
 			g.Expect(all).To(HaveLen(1))
 			g.Expect(all[0].Name).To(Equal(held.Name))
-			g.Expect(nomadJobsOf(ctx, g, ns, "python")).To(HaveLen(1))
+			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "python")).To(HaveLen(1))
 			got := &v1alpha1.ExecutionEnvironment{}
 			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), got)).To(Succeed(), "the environment waits, Terminating")
 			c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ReadyCondition)
 			g.Expect(c).NotTo(BeNil())
 			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonWaitingForClaims))
 			g.Expect(c.Message).To(ContainSubstring("waiting for 1 claimed runners"))
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 
 		By("the claimed runner stays reachable: its allocation runs")
 		Consistently(func(g Gomega) {
@@ -394,10 +397,10 @@ var _ = Describe("Trust boundaries: environments", func() {
 
 		Expect(claim.Release(ctx, alice, held, "t-a")).To(Succeed())
 		Eventually(func(g Gomega) {
-			g.Expect(runnersOf(ctx, g, ns, "python")).To(BeEmpty())
-			g.Expect(nomadJobsOf(ctx, g, ns, "python")).To(BeEmpty())
+			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(BeEmpty())
+			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "python")).To(BeEmpty())
 			g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), &v1alpha1.ExecutionEnvironment{}))).To(BeTrue())
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 	}, SpecTimeout(240*time.Second))
 
 	It("ends claims on deletion only for a user granted force-release", func(ctx SpecContext) {
@@ -407,28 +410,28 @@ var _ = Describe("Trust boundaries: environments", func() {
 		alice, _ := userBoundTo(ctx, ns, claimerRole, "alice")
 		author, _ := userBoundTo(ctx, ns, authorRole, "author")
 		admin, _ := userBoundTo(ctx, ns, adminRole, "platform-admin")
-		ee := newEnvironment(ctx, ns, "python", 1)
+		ee := fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 1)
 		expectIdlePool(ctx, ns, "python", 1, 0)
 		_, err := claim.Claim(ctx, alice, ns, "python", claim.Options{Holder: "alice"})
 		Expect(err).NotTo(HaveOccurred())
 
-		endClaims := client.RawPatch(types.MergePatchType, []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, v1alpha1.EndClaimsAnnotation)))
+		endClaims := fixtures.EndClaimsPatch()
 		refusedBy(author.Patch(ctx, ee.DeepCopy(), endClaims), "needs the RBAC verb force-release")
 		Expect(author.Delete(ctx, ee.DeepCopy())).To(Succeed(), "the author may delete the environment")
 		Eventually(func(g Gomega) {
-			g.Expect(runnersOf(ctx, g, ns, "python")).To(HaveLen(1), "the claimed runner waits")
+			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(HaveLen(1), "the claimed runner waits")
 		}).WithTimeout(60 * time.Second).Should(Succeed())
 
 		Expect(admin.Patch(ctx, ee.DeepCopy(), endClaims)).To(Succeed())
 		Eventually(func(g Gomega) {
-			g.Expect(runnersOf(ctx, g, ns, "python")).To(BeEmpty())
-			g.Expect(nomadJobsOf(ctx, g, ns, "python")).To(BeEmpty())
+			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(BeEmpty())
+			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "python")).To(BeEmpty())
 			g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(ee), &v1alpha1.ExecutionEnvironment{}))).To(BeTrue())
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 	}, SpecTimeout(180*time.Second))
 
 	It("stops refilling at spec.maxRunners and says so, then refills as claims are released", func(ctx SpecContext) {
-		newEnvironment(ctx, ns, "python", 2, func(s *v1alpha1.ExecutionEnvironmentSpec) { s.MaxRunners = ptrTo[int32](3) })
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 2, func(s *v1alpha1.ExecutionEnvironmentSpec) { s.MaxRunners = ptrTo[int32](3) })
 		expectIdlePool(ctx, ns, "python", 2, 0)
 		var held []*v1alpha1.Runner
 		for i := range 3 {
@@ -437,7 +440,7 @@ var _ = Describe("Trust boundaries: environments", func() {
 			held = append(held, rn)
 		}
 		Eventually(func(g Gomega) {
-			all := runnersOf(ctx, g, ns, "python")
+			all := fixtures.Runners(ctx, g, k8sClient, ns, "python")
 			g.Expect(all).To(HaveLen(3), "never more than maxRunners")
 			ee := &v1alpha1.ExecutionEnvironment{}
 			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "python"}, ee)).To(Succeed())
@@ -445,17 +448,17 @@ var _ = Describe("Trust boundaries: environments", func() {
 			g.Expect(c).NotTo(BeNil())
 			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonRunnerLimitReached))
 			g.Expect(c.Message).To(ContainSubstring("the most spec.maxRunners allows (3)"))
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 		Consistently(func(g Gomega) {
-			g.Expect(runnersOf(ctx, g, ns, "python")).To(HaveLen(3))
+			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "python")).To(HaveLen(3))
 		}).WithTimeout(3 * time.Second).Should(Succeed())
 
 		Expect(claim.Release(ctx, k8sClient, held[0], held[0].Status.Claim.Token)).To(Succeed())
 		Eventually(func(g Gomega) {
-			all := runnersOf(ctx, g, ns, "python")
+			all := fixtures.Runners(ctx, g, k8sClient, ns, "python")
 			g.Expect(all).To(HaveLen(3))
-			g.Expect(byPhase(all, v1alpha1.RunnerIdle)).To(HaveLen(1), "one released claim makes room for one idle runner")
-		}).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+			g.Expect(fixtures.ByPhase(all, v1alpha1.RunnerIdle)).To(HaveLen(1), "one released claim makes room for one idle runner")
+		}).WithTimeout(60 * time.Second).Should(Succeed())
 	}, SpecTimeout(180*time.Second))
 })
 

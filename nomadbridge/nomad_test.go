@@ -89,7 +89,7 @@ var _ = Describe("NomadClient against a real agent", func() {
 					return sawJob && sawRunning
 				}
 			}
-		}).WithTimeout(30 * time.Second).Should(BeTrue())
+		}).Should(BeTrue())
 
 		By("registering the same ID again with check-index 0")
 		again := rawExecJob(jobID, ourMeta("python-abcde"))
@@ -117,7 +117,7 @@ var _ = Describe("NomadClient against a real agent", func() {
 			g.Expect(bridge.ReleaseRunnerJob(ctx, "default", jobID, runnerMeta("python-abcde"))).To(Succeed())
 			_, err := bridge.JobAllocations(ctx, "default", jobID)
 			g.Expect(errors.Is(err, nomadbridge.ErrJobNotFound)).To(BeTrue(), "got %v", err)
-		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithContext(ctx).Should(Succeed())
 		_, _, err = nomadAPI.Jobs().Info(jobID, nil)
 		Expect(err).To(MatchError(ContainSubstring("404")))
 		Expect(bridge.ReleaseRunnerJob(ctx, "default", jobID, runnerMeta("python-abcde"))).To(Succeed(), "releasing a purged job is not an error")

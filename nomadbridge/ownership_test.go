@@ -124,7 +124,7 @@ var _ = Describe("Only a runner's own job is released or adopted", func() {
 			g.Expect(bridge.ReleaseRunnerJob(ctx, "default", jobID, listed.Meta)).To(Succeed())
 			_, _, err := nomadAPI.Jobs().Info(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
 			g.Expect(err).To(MatchError(ContainSubstring("404")))
-		}).WithContext(ctx).WithTimeout(30 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithContext(ctx).Should(Succeed())
 	}, SpecTimeout(60*time.Second))
 
 	It("refuses to release for an owner of another operator instance", func(ctx SpecContext) {
@@ -196,7 +196,7 @@ var _ = Describe("Releasing a runner", func() {
 			g.Expect(allocs).To(HaveLen(1))
 			// A service task that exits is failed, whatever its exit code: terminal either way.
 			g.Expect(allocs[0].ClientStatus).To(BeElementOf(nomad.AllocClientStatusComplete, nomad.AllocClientStatusFailed))
-		}).WithContext(ctx).WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithContext(ctx).WithTimeout(60 * time.Second).Should(Succeed())
 
 		Expect(bridge.ReleaseRunnerJob(ctx, "default", jobID, runnerMeta("python-ended"))).To(Succeed())
 		_, _, err := nomadAPI.Jobs().Info(jobID, (&nomad.QueryOptions{}).WithContext(ctx))
@@ -224,7 +224,7 @@ var _ = Describe("Releasing a runner", func() {
 				}
 				g.Expect(t.pid).NotTo(BeZero(), "process of %s", t.jobID)
 			}
-		}).WithContext(ctx).WithTimeout(90 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+		}).WithContext(ctx).WithTimeout(90 * time.Second).Should(Succeed())
 
 		By("releasing them, four at a time like the controller's workers")
 		var wg sync.WaitGroup

@@ -3,12 +3,14 @@ package nomadbridge_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
@@ -22,6 +24,9 @@ var (
 
 func TestNomadBridge(t *testing.T) {
 	RegisterFailHandler(Fail)
+	// What the dev agent usually takes to place or stop a job; waits that
+	// need longer say so.
+	fixtures.SetDefaultWaits(30 * time.Second)
 	RunSpecs(t, "nomadbridge integration suite (real Nomad agent)")
 }
 

@@ -6,11 +6,10 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 )
 
 // The API's schema, defaults and CEL rules are checked against a real
@@ -35,7 +34,6 @@ var _ = BeforeSuite(func() {
 // newNamespace gives each spec its own namespace (envtest has no garbage
 // collector, so nothing relies on namespace deletion to clean up).
 func newNamespace(ctx context.Context) string {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "api-"}}
-	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
-	return ns.Name
+	GinkgoHelper()
+	return fixtures.NewNamespace(ctx, Default, k8sClient, "api-", nil)
 }

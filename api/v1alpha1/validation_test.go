@@ -2,6 +2,7 @@ package v1alpha1_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
 )
 
 // expectInvalid asserts the API server refused a write as invalid, naming the
@@ -192,16 +194,22 @@ func patchStatus(ctx context.Context, r *v1alpha1.Runner, pt types.PatchType, pa
 	return k8sClient.Status().Patch(ctx, r, client.RawPatch(pt, []byte(patch)))
 }
 
-func claimJSON(holder, token string) string {
-	return fmt.Sprintf(`{"holder":%q,"token":%q,"claimedAt":%q,"inactivityTimeoutSeconds":60}`,
-		holder, token, time.Now().UTC().Format(time.RFC3339))
+// claimPatch is the patch a claim sends (claim.Patch), with a 60 s inactivity timeout.
+func claimPatch(holder, token string) string {
+	GinkgoHelper()
+	raw, err := claim.Patch(claim.Options{Holder: holder, Token: token, InactivityTimeout: time.Minute}, time.Now())
+	Expect(err).NotTo(HaveOccurred())
+	return string(raw)
 }
 
-// claimPatch is the recommended claim: a JSON patch that tests the stored phase.
-func claimPatch(holder, token string) string {
-	return fmt.Sprintf(`[{"op":"test","path":"/status/phase","value":"Idle"},
-		{"op":"replace","path":"/status/phase","value":"Claimed"},
-		{"op":"add","path":"/status/claim","value":%s}]`, claimJSON(holder, token))
+// claimJSON is the claim that claimPatch adds, for patches that write it otherwise.
+func claimJSON(holder, token string) string {
+	GinkgoHelper()
+	var ops []struct {
+		Value json.RawMessage `json:"value"`
+	}
+	Expect(json.Unmarshal([]byte(claimPatch(holder, token)), &ops)).To(Succeed())
+	return string(ops[len(ops)-1].Value)
 }
 
 var _ = Describe("Runner validation", func() {
@@ -219,10 +227,10 @@ var _ = Describe("Runner validation", func() {
 		Expect(k8sClient.Create(ctx, r)).To(Succeed())
 		setPhase(ctx, r, v1alpha1.RunnerPending)
 		setPhase(ctx, r, v1alpha1.RunnerIdle)
-		claim := `[{"op":"test","path":"/status/phase","value":"Idle"},
+		noTimeout := `[{"op":"test","path":"/status/phase","value":"Idle"},
 			{"op":"replace","path":"/status/phase","value":"Claimed"},
 			{"op":"add","path":"/status/claim","value":{"holder":"alice","token":"t-1","claimedAt":"2026-11-23T10:00:00Z"}}]`
-		Expect(patchStatus(ctx, r, types.JSONPatchType, claim)).To(Succeed())
+		Expect(patchStatus(ctx, r, types.JSONPatchType, noTimeout)).To(Succeed())
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(r), r)).To(Succeed())
 		Expect(r.Status.Phase).To(Equal(v1alpha1.RunnerClaimed))
 		Expect(r.Status.Claim.Holder).To(Equal("alice"))

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
 )
 
@@ -74,12 +75,12 @@ func TestAdmissionCost(t *testing.T) {
 		return out
 	}
 	claimOne := func(c client.Client, rn *v1alpha1.Runner) (time.Duration, error) {
-		patch := fmt.Sprintf(`[{"op":"test","path":"/status/phase","value":"Idle"},
-			{"op":"replace","path":"/status/phase","value":"Claimed"},
-			{"op":"add","path":"/status/claim","value":{"holder":"bench","token":%q,"claimedAt":%q,"inactivityTimeoutSeconds":600}}]`,
-			uuid.NewString(), time.Now().UTC().Format(time.RFC3339))
+		patch, err := claim.Patch(claim.Options{Holder: "bench", Token: uuid.NewString()}, time.Now())
+		if err != nil {
+			return 0, err
+		}
 		t0 := time.Now()
-		err := c.Status().Patch(ctx, rn, client.RawPatch(types.JSONPatchType, []byte(patch)))
+		err = c.Status().Patch(ctx, rn, client.RawPatch(types.JSONPatchType, patch))
 		return time.Since(t0), err
 	}
 

@@ -26,13 +26,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
-	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 )
 
 func envInt(name string, def int) int {
@@ -398,8 +397,7 @@ func (b *bench) releaseEnvironment(ns, name string) (released, int, error) {
 	have, _ := b.e.procs.withTasks(allocs)
 	ee := &v1alpha1.ExecutionEnvironment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 	// Claimed runners would keep the environment Terminating until released: end them.
-	endClaims := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, v1alpha1.EndClaimsAnnotation)
-	if err := b.e.direct.Patch(b.ctx, ee, client.RawPatch(types.MergePatchType, []byte(endClaims))); err != nil && !apierrors.IsNotFound(err) {
+	if err := b.e.direct.Patch(b.ctx, ee, fixtures.EndClaimsPatch()); err != nil && !apierrors.IsNotFound(err) {
 		return released{}, 0, err
 	}
 	t0 := time.Now()
@@ -823,11 +821,5 @@ func createEnvironment(ctx context.Context, e *env, ns, name string, n int) erro
 	if err := e.direct.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	ee := &v1alpha1.ExecutionEnvironment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: v1alpha1.ExecutionEnvironmentSpec{
-			Image: "bench", PrewarmingPoolSize: int32(n), CPULimit: 50, MemoryLimit: 32, TemplateJob: nomaddev.SleepTemplateHCL,
-		},
-	}
-	return e.direct.Create(ctx, ee)
+	return e.direct.Create(ctx, fixtures.Environment(ns, name, int32(n)))
 }

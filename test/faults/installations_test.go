@@ -11,7 +11,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -21,9 +20,11 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
 	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
@@ -89,24 +90,14 @@ func startInstallation(ctx context.Context, name string, cfg *rest.Config, c cli
 func (in *installation) fill(ctx context.Context, ns string, idle int) []v1alpha1.Runner {
 	GinkgoHelper()
 	Expect(in.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
-	Expect(in.client.Create(ctx, &v1alpha1.ExecutionEnvironment{
-		ObjectMeta: metav1.ObjectMeta{Name: "python", Namespace: ns},
-		Spec: v1alpha1.ExecutionEnvironmentSpec{
-			Image: "python:3.13", PrewarmingPoolSize: int32(idle), CPULimit: 50, MemoryLimit: 32,
-			TemplateJob: nomaddev.SleepTemplateHCL,
-		},
-	})).To(Succeed())
+	fixtures.NewEnvironment(ctx, Default, in.client, ns, "python", int32(idle))
 	var claimed *v1alpha1.Runner
 	Eventually(func(g Gomega) {
 		idle := in.runners(ctx, g, ns, v1alpha1.RunnerIdle)
 		g.Expect(idle).NotTo(BeEmpty())
 		claimed = &idle[0]
 	}).WithContext(ctx).WithTimeout(90 * time.Second).WithPolling(300 * time.Millisecond).Should(Succeed())
-	patch := fmt.Sprintf(`[{"op":"test","path":"/status/phase","value":"Idle"},
-		{"op":"replace","path":"/status/phase","value":"Claimed"},
-		{"op":"add","path":"/status/claim","value":{"holder":"%s-user","token":"t","claimedAt":%q}}]`,
-		in.name, time.Now().UTC().Format(time.RFC3339))
-	Expect(in.client.Status().Patch(ctx, claimed, client.RawPatch(types.JSONPatchType, []byte(patch)))).To(Succeed())
+	Expect(fixtures.Claim(ctx, in.client, claimed, claim.Options{Holder: in.name + "-user", Token: "t"})).To(Succeed())
 
 	var all []v1alpha1.Runner
 	Eventually(func(g Gomega) {
@@ -120,22 +111,18 @@ func (in *installation) fill(ctx context.Context, ns string, idle int) []v1alpha
 
 // runners lists the Runners of ns in a phase ("": all of them).
 func (in *installation) runners(ctx context.Context, g Gomega, ns string, phase v1alpha1.RunnerPhase) []v1alpha1.Runner {
-	list := &v1alpha1.RunnerList{}
-	g.Expect(in.client.List(ctx, list, client.InNamespace(ns))).To(Succeed())
+	all := fixtures.Runners(ctx, g, in.client, ns, "")
 	if phase == "" {
-		return list.Items
+		return all
 	}
-	return byPhase(list.Items, phase)
+	return fixtures.ByPhase(all, phase)
 }
 
 // cleanUp ends the claims, deletes the environment and waits until the
 // installation's runners and Nomad jobs are gone.
 func (in *installation) cleanUp(ctx context.Context, ns string) {
 	GinkgoHelper()
-	ee := &v1alpha1.ExecutionEnvironment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "python"}}
-	endClaims := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, v1alpha1.EndClaimsAnnotation)
-	Expect(client.IgnoreNotFound(in.client.Patch(ctx, ee, client.RawPatch(types.MergePatchType, []byte(endClaims))))).To(Succeed())
-	Expect(client.IgnoreNotFound(in.client.Delete(ctx, ee))).To(Succeed())
+	Expect(fixtures.DeleteEnvironment(ctx, in.client, ns, "python")).To(Succeed())
 	Eventually(func(g Gomega) {
 		g.Expect(in.runners(ctx, g, ns, "")).To(BeEmpty())
 		jobs, err := in.bridge.ListRunnerJobs(ctx)

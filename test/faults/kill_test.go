@@ -3,14 +3,14 @@ package faults_test
 import (
 	"context"
 	"sync/atomic"
-	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
-	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
+	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 )
 
 var _ = Describe("Operator killed mid-flight", func() {
@@ -27,13 +27,13 @@ var _ = Describe("Operator killed mid-flight", func() {
 				return context.Canceled
 			}
 		})
-		newEnvironment(ctx, ns, "py", 3, nomaddev.SleepTemplateHCL)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "py", 3)
 		first.waitDead()
 		Expect(kills.Load()).To(BeNumerically(">=", 1))
 		Eventually(func(g Gomega) {
-			g.Expect(runnersOf(ctx, g, ns)).NotTo(BeEmpty(), "runners were created before the kill")
+			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "")).NotTo(BeEmpty(), "runners were created before the kill")
 		}).Should(Succeed())
-		Expect(jobsIn(ctx, Default, ns)).To(BeEmpty(), "no job was registered before the kill")
+		Expect(fixtures.NomadJobs(ctx, Default, bridge, ns, "")).To(BeEmpty(), "no job was registered before the kill")
 
 		startOperator("second", operatorOptions{})
 		converged(ctx, ns, "py", 3, nil)
@@ -45,13 +45,13 @@ var _ = Describe("Operator killed mid-flight", func() {
 		first = startOperator("first", operatorOptions{}, func(b *faultBridge) {
 			b.afterRegister = func(*nomad.Job, error) { first.kill() }
 		})
-		newEnvironment(ctx, ns, "py", 3, nomaddev.SleepTemplateHCL)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "py", 3)
 		first.waitDead()
 		Eventually(func(g Gomega) {
-			g.Expect(jobsIn(ctx, g, ns)).NotTo(BeEmpty())
+			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "")).NotTo(BeEmpty())
 		}).Should(Succeed())
 		unwritten := 0
-		for _, r := range runnersOf(ctx, Default, ns) {
+		for _, r := range fixtures.Runners(ctx, Default, k8sClient, ns, "") {
 			if r.Status.NomadJobID == "" { // reads Pending (the default) but was never written
 				unwritten++
 			}
@@ -65,9 +65,9 @@ var _ = Describe("Operator killed mid-flight", func() {
 	It("converges after a kill during a scale-down, leaving the claimed runner alone", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		first := startOperator("first", operatorOptions{})
-		newEnvironment(ctx, ns, "py", 4, nomaddev.SleepTemplateHCL)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "py", 4)
 		idle := converged(ctx, ns, "py", 4, nil)
-		claim(ctx, &idle[0], "alice")
+		Expect(fixtures.Claim(ctx, k8sClient, &idle[0], claim.Options{Holder: "alice"})).To(Succeed())
 		claimed := []v1alpha1.Runner{mustGet(ctx, idle[0])}
 		converged(ctx, ns, "py", 4, claimed)
 
@@ -81,7 +81,7 @@ var _ = Describe("Operator killed mid-flight", func() {
 				return nil
 			}
 		})
-		patchEnv(ctx, ns, "py", `{"spec":{"prewarmingPoolSize":1}}`)
+		Expect(fixtures.SetPool(ctx, k8sClient, ns, "py", 1)).To(Succeed())
 		first.waitDead()
 		Expect(purges.Load()).To(BeNumerically(">=", 2))
 
@@ -92,9 +92,9 @@ var _ = Describe("Operator killed mid-flight", func() {
 	It("converges after a kill during a rollout, leaving the claimed runner alone", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		first := startOperator("first", operatorOptions{})
-		newEnvironment(ctx, ns, "py", 3, nomaddev.SleepTemplateHCL)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "py", 3)
 		idle := converged(ctx, ns, "py", 3, nil)
-		claim(ctx, &idle[0], "bob")
+		Expect(fixtures.Claim(ctx, k8sClient, &idle[0], claim.Options{Holder: "bob"})).To(Succeed())
 		claimed := []v1alpha1.Runner{mustGet(ctx, idle[0])}
 		converged(ctx, ns, "py", 3, claimed)
 		oldHash := getEnv(ctx, Default, ns, "py").Status.TemplateHash
@@ -107,7 +107,7 @@ var _ = Describe("Operator killed mid-flight", func() {
 				}
 			}
 		})
-		patchEnv(ctx, ns, "py", `{"spec":{"image":"python:3.14"}}`)
+		Expect(fixtures.PatchEnvironment(ctx, k8sClient, ns, "py", `{"spec":{"image":"python:3.14"}}`)).To(Succeed())
 		first.waitDead()
 
 		startOperator("second", operatorOptions{})
@@ -135,10 +135,10 @@ var _ = Describe("Two operator replicas with leader election", func() {
 			default:
 				return false
 			}
-		}).WithTimeout(30 * time.Second).Should(BeTrue())
+		}).Should(BeTrue())
 		GinkgoWriter.Printf("Leader is %s\n", leader.name)
 
-		newEnvironment(ctx, ns, "ha", 2, nomaddev.SleepTemplateHCL)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "ha", 2)
 		converged(ctx, ns, "ha", 2, nil)
 
 		var n atomic.Int32
@@ -149,9 +149,9 @@ var _ = Describe("Two operator replicas with leader election", func() {
 				}
 			}
 		})
-		patchEnv(ctx, ns, "ha", `{"spec":{"prewarmingPoolSize":10}}`)
+		Expect(fixtures.SetPool(ctx, k8sClient, ns, "ha", 10)).To(Succeed())
 		leader.waitDead()
-		Eventually(follower.mgr.Elected()).WithTimeout(30 * time.Second).Should(BeClosed())
+		Eventually(follower.mgr.Elected()).Should(BeClosed())
 		converged(ctx, ns, "ha", 10, nil)
 		total, _ := regs.registrations("ha-")
 		GinkgoWriter.Printf("Registrations in %s: %d (leader killed after its 3rd of the scale-up)\n", ns, total)

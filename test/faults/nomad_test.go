@@ -12,7 +12,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
-	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
+	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 )
 
 // crashTemplate is a runner whose task exits at once: every runner fails.
@@ -40,13 +41,13 @@ var _ = Describe("Nomad lost", func() {
 	It("reports NomadReachable False while the agent is down, then replaces idle runners and fails the claimed one with NomadJobLost", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		startOperator("op", operatorOptions{})
-		newEnvironment(ctx, ns, "lost", 3, nomaddev.SleepTemplateHCL)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "lost", 3)
 		idle := converged(ctx, ns, "lost", 3, nil)
-		claim(ctx, &idle[0], "carol")
+		Expect(fixtures.Claim(ctx, k8sClient, &idle[0], claim.Options{Holder: "carol"})).To(Succeed())
 		held := mustGet(ctx, idle[0])
 		converged(ctx, ns, "lost", 3, []v1alpha1.Runner{held})
 		before := map[types.UID]bool{}
-		for _, r := range runnersOf(ctx, Default, ns) {
+		for _, r := range fixtures.Runners(ctx, Default, k8sClient, ns, "") {
 			before[r.UID] = true
 		}
 
@@ -55,7 +56,7 @@ var _ = Describe("Nomad lost", func() {
 		agent.Kill() // dev mode: its state is gone with it
 		Eventually(func(g Gomega) {
 			g.Expect(nomadReachable(getEnv(ctx, g, ns, "lost"))).To(Equal(metav1.ConditionFalse))
-		}).WithTimeout(30 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+		}).WithPolling(200 * time.Millisecond).Should(Succeed())
 		// Stay down a while: retries must back off, not spin.
 		time.Sleep(5 * time.Second)
 		downFor := time.Since(downAt)
@@ -80,11 +81,11 @@ var _ = Describe("Nomad lost", func() {
 		Eventually(func(g Gomega) {
 			ee := getEnv(ctx, g, ns, "lost")
 			g.Expect(nomadReachable(ee)).To(Equal(metav1.ConditionTrue))
-			all := runnersOf(ctx, g, ns)
-			idle := byPhase(all, v1alpha1.RunnerIdle)
+			all := fixtures.Runners(ctx, g, k8sClient, ns, "")
+			idle := fixtures.ByPhase(all, v1alpha1.RunnerIdle)
 			g.Expect(idle).To(HaveLen(3))
 			g.Expect(all).To(HaveLen(4))
-			jobs := jobsIn(ctx, g, ns)
+			jobs := fixtures.NomadJobs(ctx, g, bridge, ns, "")
 			g.Expect(jobs).To(HaveLen(3))
 			for _, r := range idle {
 				g.Expect(before).NotTo(HaveKey(r.UID))
@@ -101,9 +102,9 @@ var _ = Describe("Event stream dropped", func() {
 	It("reconnects from its last index and resyncs: a job stopped meanwhile is noticed", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		op := startOperator("op", operatorOptions{})
-		newEnvironment(ctx, ns, "stream", 3, nomaddev.SleepTemplateHCL)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "stream", 3)
 		idle := converged(ctx, ns, "stream", 3, nil)
-		claim(ctx, &idle[0], "dave")
+		Expect(fixtures.Claim(ctx, k8sClient, &idle[0], claim.Options{Holder: "dave"})).To(Succeed())
 		held := mustGet(ctx, idle[0])
 		idle = converged(ctx, ns, "stream", 3, []v1alpha1.Runner{held})
 
@@ -148,7 +149,7 @@ var _ = Describe("A crash-looping template", func() {
 		ns := newNamespace(ctx)
 		startOperator("op", operatorOptions{})
 		start := time.Now()
-		newEnvironment(ctx, ns, "crash", 2, crashTemplate)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "crash", 2, func(s *v1alpha1.ExecutionEnvironmentSpec) { s.TemplateJob = crashTemplate })
 		Eventually(func(g Gomega) {
 			ee := getEnv(ctx, g, ns, "crash")
 			c := meta.FindStatusCondition(ee.Status.Conditions, v1alpha1.PoolFilledCondition)
@@ -176,14 +177,14 @@ var _ = Describe("Deletion with Nomad unreachable", func() {
 	It("waits with a condition and an Event, and the skip-cleanup annotation finishes it; the job is collected later", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		op := startOperator("op", operatorOptions{})
-		newEnvironment(ctx, ns, "del", 1, nomaddev.SleepTemplateHCL)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "del", 1)
 		idle := converged(ctx, ns, "del", 1, nil)
 		victim := idle[0]
 
 		op.bridge.set(func(b *faultBridge) {
 			b.beforePurge = func(string) error { return fmt.Errorf("purge: %w", errInjected) }
 		})
-		patchEnv(ctx, ns, "del", `{"spec":{"prewarmingPoolSize":0}}`)
+		Expect(fixtures.SetPool(ctx, k8sClient, ns, "del", 0)).To(Succeed())
 		Eventually(func(g Gomega) {
 			now := &v1alpha1.Runner{}
 			g.Expect(k8sClient.Get(ctx, keyOf(&victim), now)).To(Succeed())
@@ -193,7 +194,7 @@ var _ = Describe("Deletion with Nomad unreachable", func() {
 			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
 			g.Expect(c.Reason).To(Equal(v1alpha1.ReasonPurgeFailed))
 			g.Expect(c.Message).To(ContainSubstring(v1alpha1.SkipNomadCleanupAnnotation))
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		}).Should(Succeed())
 		Expect(eventReasons(ctx, ns, victim.Name)).To(ContainElement(v1alpha1.EventReasonFailedPurge))
 		Consistently(func(g Gomega) {
 			g.Expect(k8sClient.Get(ctx, keyOf(&victim), &v1alpha1.Runner{})).To(Succeed())
@@ -204,13 +205,13 @@ var _ = Describe("Deletion with Nomad unreachable", func() {
 		Expect(k8sClient.Patch(ctx, &victim, client.RawPatch(types.MergePatchType, []byte(patch)))).To(Succeed())
 		Eventually(func() error {
 			return k8sClient.Get(ctx, keyOf(&victim), &v1alpha1.Runner{})
-		}).WithTimeout(30 * time.Second).Should(MatchError(ContainSubstring("not found")))
-		Expect(jobsIn(ctx, Default, ns)).To(HaveKey(victim.Status.NomadJobID), "skipped: the job was left in Nomad")
+		}).Should(MatchError(ContainSubstring("not found")))
+		Expect(fixtures.NomadJobs(ctx, Default, bridge, ns, "")).To(HaveKey(victim.Status.NomadJobID), "skipped: the job was left in Nomad")
 
 		// Nomad answers again: the orphan collector purges what was left.
 		op.bridge.set(func(b *faultBridge) { b.beforePurge = nil })
 		Eventually(func(g Gomega) {
-			g.Expect(jobsIn(ctx, g, ns)).To(BeEmpty())
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "")).To(BeEmpty())
+		}).Should(Succeed())
 	})
 })

@@ -2,7 +2,6 @@ package faults_test
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -14,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -30,6 +28,7 @@ import (
 	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
@@ -46,6 +45,9 @@ var (
 
 func TestFaults(t *testing.T) {
 	RegisterFailHandler(Fail)
+	// What a restarted operator or Nomad usually takes to get somewhere;
+	// waits that need longer (a full convergence) say so.
+	fixtures.SetDefaultWaits(30 * time.Second)
 	RunSpecs(t, "fault suite (real kube-apiserver, etcd and Nomad; managers killed, Nomad restarted)")
 }
 
@@ -187,8 +189,7 @@ func stopOperators() {
 // then stops every operator the spec started.
 func newNamespace(ctx context.Context) string {
 	GinkgoHelper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "faults-"}}
-	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
+	ns := fixtures.NewNamespace(ctx, Default, k8sClient, "faults-", nil)
 	DeferCleanup(func(ctx context.Context) {
 		defer stopOperators()
 		operatorsMu.Lock()
@@ -204,83 +205,22 @@ func newNamespace(ctx context.Context) string {
 		}
 		// Claimed runners would keep their environments Terminating: end them.
 		envs := &v1alpha1.ExecutionEnvironmentList{}
-		Expect(k8sClient.List(ctx, envs, client.InNamespace(ns.Name))).To(Succeed())
-		for i := range envs.Items {
-			patch := client.MergeFrom(envs.Items[i].DeepCopy())
-			metav1.SetMetaDataAnnotation(&envs.Items[i].ObjectMeta, v1alpha1.EndClaimsAnnotation, "true")
-			Expect(k8sClient.Patch(ctx, &envs.Items[i], patch)).To(Succeed())
+		Expect(k8sClient.List(ctx, envs, client.InNamespace(ns))).To(Succeed())
+		for _, ee := range envs.Items {
+			Expect(fixtures.DeleteEnvironment(ctx, k8sClient, ns, ee.Name)).To(Succeed())
 		}
-		Expect(k8sClient.DeleteAllOf(ctx, &v1alpha1.ExecutionEnvironment{}, client.InNamespace(ns.Name))).To(Succeed())
 		Eventually(func(g Gomega) {
-			list := &v1alpha1.RunnerList{}
-			g.Expect(k8sClient.List(ctx, list, client.InNamespace(ns.Name))).To(Succeed())
-			g.Expect(list.Items).To(BeEmpty())
-			g.Expect(jobsIn(ctx, g, ns.Name)).To(BeEmpty())
+			g.Expect(fixtures.Runners(ctx, g, k8sClient, ns, "")).To(BeEmpty())
+			g.Expect(fixtures.NomadJobs(ctx, g, bridge, ns, "")).To(BeEmpty())
 		}).WithTimeout(60 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
 	}, NodeTimeout(120*time.Second))
-	return ns.Name
-}
-
-func newEnvironment(ctx context.Context, ns, name string, pool int32, template string) *v1alpha1.ExecutionEnvironment {
-	GinkgoHelper()
-	ee := &v1alpha1.ExecutionEnvironment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: v1alpha1.ExecutionEnvironmentSpec{
-			Image: "python:3.13", PrewarmingPoolSize: pool, CPULimit: 50, MemoryLimit: 32, TemplateJob: template,
-		},
-	}
-	Expect(k8sClient.Create(ctx, ee)).To(Succeed())
-	return ee
+	return ns
 }
 
 func getEnv(ctx context.Context, g Gomega, ns, name string) *v1alpha1.ExecutionEnvironment {
 	ee := &v1alpha1.ExecutionEnvironment{}
 	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, ee)).To(Succeed())
 	return ee
-}
-
-func patchEnv(ctx context.Context, ns, name, patch string) {
-	GinkgoHelper()
-	ee := &v1alpha1.ExecutionEnvironment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-	Expect(k8sClient.Patch(ctx, ee, client.RawPatch(types.MergePatchType, []byte(patch)))).To(Succeed())
-}
-
-func runnersOf(ctx context.Context, g Gomega, ns string) []v1alpha1.Runner {
-	list := &v1alpha1.RunnerList{}
-	g.Expect(k8sClient.List(ctx, list, client.InNamespace(ns))).To(Succeed())
-	return list.Items
-}
-
-func byPhase(rs []v1alpha1.Runner, phase v1alpha1.RunnerPhase) []v1alpha1.Runner {
-	var out []v1alpha1.Runner
-	for _, r := range rs {
-		if r.Status.Phase == phase && r.DeletionTimestamp.IsZero() {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// jobsIn lists this operator's Nomad jobs of one Kubernetes namespace, as Nomad has them.
-func jobsIn(ctx context.Context, g Gomega, ns string) map[string]nomadbridge.JobRef {
-	refs, err := bridge.ListRunnerJobs(ctx)
-	g.Expect(err).NotTo(HaveOccurred())
-	out := map[string]nomadbridge.JobRef{}
-	for _, r := range refs {
-		if r.Meta.Namespace == ns {
-			out[r.ID] = r
-		}
-	}
-	return out
-}
-
-func claim(ctx context.Context, r *v1alpha1.Runner, holder string) {
-	GinkgoHelper()
-	patch := fmt.Sprintf(`[{"op":"test","path":"/status/phase","value":"Idle"},
-		{"op":"replace","path":"/status/phase","value":"Claimed"},
-		{"op":"add","path":"/status/claim","value":{"holder":%q,"token":"t-%s","claimedAt":%q}}]`,
-		holder, holder, time.Now().UTC().Format(time.RFC3339))
-	Expect(k8sClient.Status().Patch(ctx, r, client.RawPatch(types.JSONPatchType, []byte(patch)))).To(Succeed())
 }
 
 // converged waits for the invariants of issue #7 and returns the idle runners:
@@ -297,14 +237,14 @@ func converged(ctx context.Context, ns, env string, idle int, claimed []v1alpha1
 	var out []v1alpha1.Runner
 	Eventually(func(g Gomega) {
 		ee := getEnv(ctx, g, ns, env)
-		all := runnersOf(ctx, g, ns)
-		out = byPhase(all, v1alpha1.RunnerIdle)
+		all := fixtures.Runners(ctx, g, k8sClient, ns, "")
+		out = fixtures.ByPhase(all, v1alpha1.RunnerIdle)
 		g.Expect(out).To(HaveLen(idle))
 		g.Expect(all).To(HaveLen(idle+len(claimed)), "runners besides the idle and claimed ones")
 		for _, r := range out {
 			g.Expect(r.Spec.TemplateHash).To(Equal(ee.Status.TemplateHash))
 		}
-		jobs := jobsIn(ctx, g, ns)
+		jobs := fixtures.NomadJobs(ctx, g, bridge, ns, "")
 		g.Expect(jobs).To(HaveLen(len(all)), "Nomad jobs vs Runners")
 		for _, r := range all {
 			g.Expect(jobs).To(HaveKey(r.Annotations[v1alpha1.JobIDAnnotation]), "runner %s has no job", r.Name)

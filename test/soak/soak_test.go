@@ -30,11 +30,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
 	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/controlplane"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/fixtures"
 	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
@@ -119,13 +119,7 @@ func TestSoak(t *testing.T) {
 	if err := c.Create(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
-	ee := &v1alpha1.ExecutionEnvironment{
-		ObjectMeta: metav1.ObjectMeta{Name: "soak", Namespace: "soak"},
-		Spec: v1alpha1.ExecutionEnvironmentSpec{
-			Image: "soak", PrewarmingPoolSize: 5, CPULimit: 50, MemoryLimit: 32, TemplateJob: nomaddev.SleepTemplateHCL,
-		},
-	}
-	if err := c.Create(ctx, ee); err != nil {
+	if err := c.Create(ctx, fixtures.Environment("soak", "soak", 5)); err != nil {
 		t.Fatal(err)
 	}
 
