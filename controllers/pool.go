@@ -177,7 +177,7 @@ func sortRunners(in PoolInput) poolRunners {
 func newestFirst(rs []*v1alpha1.Runner) []*v1alpha1.Runner {
 	out := slices.Clone(rs)
 	slices.SortStableFunc(out, func(a, b *v1alpha1.Runner) int {
-		if c := b.CreationTimestamp.Time.Compare(a.CreationTimestamp.Time); c != 0 {
+		if c := b.CreationTimestamp.Compare(a.CreationTimestamp.Time); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.Name, b.Name)
