@@ -235,7 +235,7 @@ func ForRunner(envJob *nomad.Job, jobID string, meta RunnerMeta) *nomad.Job {
 // watched until healthy). And purging a job whose deployment is still
 // running can crash a Nomad 1.11.3 server: the purge's plan cancels the
 // deployment without the job, and applyPlan dereferences the plan's missing
-// job info (nomad/plan_apply.go:249; seen in this project's suites).
+// job info (nomad/plan_apply.go:249).
 func NoDeployments(job *nomad.Job) {
 	job.Update = nil
 	for _, tg := range job.TaskGroups {

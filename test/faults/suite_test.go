@@ -131,7 +131,8 @@ func startOperator(name string, o operatorOptions, hooks ...func(*faultBridge)) 
 		opts.LeaderElectionNamespace = "default"
 		opts.LeaderElectionReleaseOnCancel = false // a killed leader does not hand over
 		// Short enough for a quick handover, long enough that a loaded CI
-		// machine does not lose the lease by itself (seen with 4s/3s).
+		// machine does not lose the lease by itself (a shorter lease was lost
+		// to CPU starvation alone).
 		opts.LeaseDuration = ptr.To(10 * time.Second)
 		opts.RenewDeadline = ptr.To(8 * time.Second)
 		opts.RetryPeriod = ptr.To(time.Second)
@@ -223,7 +224,8 @@ func getEnv(ctx context.Context, g Gomega, ns, name string) *v1alpha1.ExecutionE
 	return ee
 }
 
-// converged waits for the invariants of issue #7 and returns the idle runners:
+// converged waits for the invariants the operator keeps through every fault,
+// and returns the idle runners:
 //   - exactly idle Idle runners of the environment's current template hash,
 //     each with a running allocation, and nothing Pending or Failed unclaimed;
 //   - Nomad holds exactly one job per Runner of the namespace, and no job
