@@ -20,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
 	"github.com/nomad-runner-operator/nomad-runner-operator/claim"
@@ -273,4 +274,105 @@ var _ = Describe("Claims whose answer is lost (recover)", func() {
 		Expect(claimWith()).To(BeEquivalentTo(claim.DefaultInactivityTimeout / time.Second))
 		Expect(claimWith("--timeout", "0")).To(BeZero())
 	}, SpecTimeout(240*time.Second))
+})
+
+// staleList is a claimer's client whose runner lists lag behind the API
+// server, as an informer cache does: deletions are not shown yet, and the
+// first list holds only the runner named first.
+type staleList struct {
+	client.Client
+	first string
+	lists int
+}
+
+func (s *staleList) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if err := s.Client.List(ctx, list, opts...); err != nil {
+		return err
+	}
+	runners, ok := list.(*v1alpha1.RunnerList)
+	if !ok {
+		return nil
+	}
+	s.lists++
+	var shown []v1alpha1.Runner
+	for _, rn := range runners.Items {
+		rn.DeletionTimestamp = nil
+		if s.lists == 1 && rn.Name != s.first {
+			continue
+		}
+		shown = append(shown, rn)
+	}
+	runners.Items = shown
+	return nil
+}
+
+// statusCodes records the API server's answer to every claim patch, by runner.
+type statusCodes struct {
+	next  http.RoundTripper
+	mu    sync.Mutex
+	codes map[string][]int
+}
+
+func (t *statusCodes) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if name, sub, ok := runnerOf(path.Clean(req.URL.Path)); ok && err == nil && req.Method == http.MethodPatch && sub == "status" {
+		t.mu.Lock()
+		t.codes[name] = append(t.codes[name], resp.StatusCode)
+		t.mu.Unlock()
+	}
+	return resp, err
+}
+
+var _ = Describe("A claim on a runner being deleted that the claimer's cache still shows Idle", func() {
+	It("is refused by the policy, and the library moves on to another runner", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		fixtures.NewEnvironment(ctx, Default, k8sClient, ns, "python", 2)
+		idle := expectIdlePool(ctx, ns, "python", 2, 0)
+		doomed := idle[0]
+
+		// A scale-down the claimer has not seen: the runner is deleted, and a
+		// finalizer of the test's keeps it Terminating while the claim runs.
+		const hold = "test.nomadrunner.io/hold"
+		patch := client.MergeFrom(doomed.DeepCopy())
+		doomed.Finalizers = append(doomed.Finalizers, hold)
+		Expect(k8sClient.Patch(ctx, &doomed, patch)).To(Succeed())
+		DeferCleanup(func(ctx context.Context) {
+			rn := &v1alpha1.Runner{}
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&doomed), rn); err == nil {
+				patch := client.MergeFrom(rn.DeepCopy())
+				controllerutil.RemoveFinalizer(rn, hold)
+				Expect(client.IgnoreNotFound(k8sClient.Patch(ctx, rn, patch))).To(Succeed())
+			}
+		})
+		Expect(k8sClient.Delete(ctx, &doomed)).To(Succeed())
+		Eventually(func(g Gomega) {
+			rn := &v1alpha1.Runner{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(&doomed), rn)).To(Succeed())
+			g.Expect(rn.DeletionTimestamp.IsZero()).To(BeFalse())
+			g.Expect(rn.Status.Phase).To(Equal(v1alpha1.RunnerIdle))
+		}).Should(Succeed())
+
+		cfg, username := userConfigBoundTo(ctx, ns, shippedRole(ctx, "claimer_role.yaml", ns), "late")
+		codes := &statusCodes{codes: map[string][]int{}}
+		cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { codes.next = rt; return codes }
+		direct, err := client.New(cfg, client.Options{Scheme: controlplane.Scheme()})
+		Expect(err).NotTo(HaveOccurred())
+
+		stats := &claim.Stats{}
+		held, err := claim.Claim(ctx, &staleList{Client: direct, first: doomed.Name}, ns, "python",
+			claim.Options{Holder: "late", Wait: true, Stats: stats})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(held.Name).NotTo(Equal(doomed.Name))
+		Expect(held.Status.Claim.User).To(Equal(username))
+
+		codes.mu.Lock()
+		defer codes.mu.Unlock()
+		Expect(codes.codes[doomed.Name]).To(Equal([]int{http.StatusForbidden}), "one claim patch on the terminating runner, refused")
+		Expect(codes.codes[held.Name]).To(Equal([]int{http.StatusOK}))
+		Expect(stats.Patches).To(Equal(2))
+		Expect(stats.Conflicts).To(Equal(1))
+		rn := &v1alpha1.Runner{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(&doomed), rn)).To(Succeed())
+		Expect(rn.Status.Claim).To(BeNil())
+	})
 })

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -48,6 +49,16 @@ func shippedRole(ctx context.Context, file, ns string) string {
 // API server authenticates it as.
 func userBoundTo(ctx context.Context, ns, clusterRole, name string) (client.Client, string) {
 	GinkgoHelper()
+	cfg, username := userConfigBoundTo(ctx, ns, clusterRole, name)
+	c, err := client.New(cfg, client.Options{Scheme: controlplane.Scheme()})
+	Expect(err).NotTo(HaveOccurred())
+	return c, username
+}
+
+// userConfigBoundTo is userBoundTo's user as a rest config, for a spec that
+// wraps its transport.
+func userConfigBoundTo(ctx context.Context, ns, clusterRole, name string) (*rest.Config, string) {
+	GinkgoHelper()
 	username := name + "-" + ns
 	Expect(k8sClient.Create(ctx, &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: username, Namespace: ns},
@@ -56,9 +67,7 @@ func userBoundTo(ctx context.Context, ns, clusterRole, name string) (client.Clie
 	})).To(Succeed())
 	user, err := testEnv.AddUser(envtest.User{Name: username}, nil)
 	Expect(err).NotTo(HaveOccurred())
-	c, err := client.New(user.Config(), client.Options{Scheme: controlplane.Scheme()})
-	Expect(err).NotTo(HaveOccurred())
-	return c, username
+	return user.Config(), username
 }
 
 // refusedBy expects an API error from the admission policies: 403 Forbidden
