@@ -38,6 +38,7 @@ func JobPolicy(name string, spec v1alpha1.EnvironmentPolicySpec, operatorNamespa
 		Drivers:           orList(spec.Drivers, v1alpha1.DefaultPolicyDrivers),
 		UnisolatedDrivers: slices.Clone(spec.UnisolatedDrivers),
 		Capabilities:      slices.Clone(spec.Capabilities),
+		Images:            slices.Clone(spec.Images),
 		MaxPriority:       orDefault(spec.MaxPriority, v1alpha1.DefaultPolicyMaxPriority),
 		MaxCPU:            orDefault(spec.Resources.MaxCPU, v1alpha1.DefaultPolicyMaxCPU),
 		MaxMemoryMB:       orDefault(spec.Resources.MaxMemoryMB, v1alpha1.DefaultPolicyMaxMemoryMB),

@@ -40,6 +40,7 @@ type JobPolicy struct {
 	UnisolatedDrivers []string
 	Allow             []string
 	Capabilities      []string
+	Images            []string // prefixes; empty allows any
 	MaxPriority       int
 	MaxCPU            int // MHz, bounds the environment's cpuLimit
 	MaxMemoryMB       int // bounds the environment's memoryLimit
@@ -236,6 +237,9 @@ func (c *checker) task(groupAt string, t *nomad.Task, spec EnvironmentSpec, grou
 
 func (c *checker) config(at string, t *nomad.Task) {
 	cfg := t.Config
+	if image, ok := cfg["image"].(string); ok && slices.Contains(containerDrivers, t.Driver) && !c.imageAllowed(image) {
+		c.refuse(at+" config.image", fmt.Sprintf("image %q is not allowed", image), "images")
+	}
 	if isTrue(cfg["privileged"]) {
 		c.need(true, PermitPrivileged, at+" config.privileged", "a privileged task")
 	}
@@ -270,6 +274,18 @@ func (c *checker) config(at string, t *nomad.Task) {
 			c.refuse(at+" config.pids_limit", fmt.Sprintf("%v must be between 1 and %d", cfg["pids_limit"], c.p.MaxPids), "resources.maxPids")
 		}
 	}
+}
+
+func (c *checker) imageAllowed(image string) bool {
+	if len(c.p.Images) == 0 {
+		return true
+	}
+	for _, prefix := range c.p.Images {
+		if strings.HasPrefix(image, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func isTrue(v any) bool {

@@ -230,6 +230,27 @@ resources {
   }
 }`), refused: []string{"config.logging"}}),
 		Entry("a task the OOM killer spares over its neighbours", policyCase{hcl: dockerJob("", "", "oom_score_adj = -1000"), refused: []string{"config.oom_score_adj"}}),
+		Entry("an image outside the policy's registries", policyCase{hcl: dockerJob("", "", ""),
+			policy:  func(p *nomadbridge.JobPolicy) { p.Images = []string{"registry.example.com/courses/"} },
+			refused: []string{`config.image: image "python:3.13" is not allowed (policy images)`}}),
+		Entry("a sidecar image outside the policy's registries", policyCase{hcl: `job "template" {
+  group "runner" {
+    task "runner" {
+      driver = "docker"
+      config { image = "x" }
+    }
+    task "side" {
+      driver = "docker"
+      config { image = "evil.example.com/miner" }
+      resources {
+        cpu    = 10
+        memory = 10
+      }
+    }
+  }
+}`, spec: func(s *nomadbridge.EnvironmentSpec) { s.Image = "registry.example.com/courses/python:3.13" },
+			policy:  func(p *nomadbridge.JobPolicy) { p.Images = []string{"registry.example.com/courses/"} },
+			refused: []string{`task "side" config.image: image "evil.example.com/miner"`}}),
 		Entry("seccomp off", policyCase{hcl: dockerJob("", "", `security_opt = ["seccomp=unconfined"]`), refused: []string{"config.security_opt"}}),
 		Entry("a group host volume", policyCase{hcl: taskJob(`volume "data" {
   type   = "host"

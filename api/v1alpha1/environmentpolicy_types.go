@@ -96,6 +96,17 @@ type EnvironmentPolicySpec struct {
 	// +kubebuilder:validation:MaxItems=16
 	Allow []PolicyPermission `json:"allow,omitempty"`
 
+	// images are the container images runners may run: each entry is a
+	// prefix of the image reference (e.g. "registry.example.com/courses/", or a
+	// whole reference). It applies to the environment's image and to every
+	// container task of its template. Empty allows any image.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=1024
+	Images []string `json:"images,omitempty"`
+
 	// capabilities are the Linux capabilities a task may add (`cap_add`), in
 	// upper case without the CAP_ prefix (e.g. NET_BIND_SERVICE). Empty by default.
 	// +optional

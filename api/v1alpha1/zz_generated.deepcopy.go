@@ -102,6 +102,11 @@ func (in *EnvironmentPolicySpec) DeepCopyInto(out *EnvironmentPolicySpec) {
 		*out = make([]PolicyPermission, len(*in))
 		copy(*out, *in)
 	}
+	if in.Images != nil {
+		in, out := &in.Images, &out.Images
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.Capabilities != nil {
 		in, out := &in.Capabilities, &out.Capabilities
 		*out = make([]string, len(*in))
