@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/internal/runnerphase"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
 )
 
@@ -335,7 +336,7 @@ func (r *ExecutionEnvironmentReconciler) removeUnclaimed(ctx context.Context, ee
 	var errs []error
 	for i := range runners {
 		rn := &runners[i]
-		if !rn.DeletionTimestamp.IsZero() || rn.Status.Claim != nil {
+		if !runnerphase.Counted(rn) || rn.Status.Claim != nil {
 			continue
 		}
 		errs = append(errs, r.deleteRunner(ctx, ee, rn))

@@ -11,37 +11,21 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	v1alpha1 "github.com/nomad-runner-operator/nomad-runner-operator/api/v1alpha1"
+	"github.com/nomad-runner-operator/nomad-runner-operator/controllers"
 	"github.com/nomad-runner-operator/nomad-runner-operator/nomadbridge"
+	"github.com/nomad-runner-operator/nomad-runner-operator/test/nomaddev"
 )
 
-// defaultPolicy is the built-in policy as the operator fills it in
-// (controllers.JobPolicy of an empty spec, operator namespace "default").
+// defaultPolicy is the built-in policy, filled in by the operator's own code.
 func defaultPolicy() nomadbridge.JobPolicy {
-	return nomadbridge.JobPolicy{
-		Name: "built-in default", Drivers: []string{"docker", "podman"},
-		MaxPriority: 50, MaxCPU: 4000, MaxMemoryMB: 8192, MaxDiskMB: 1024, MaxPids: 1024,
-		Namespaces: []string{"default"}, Datacenters: []string{"*"},
-	}
+	return controllers.JobPolicy(controllers.BuiltinPolicyName, v1alpha1.EnvironmentPolicySpec{}, "default")
 }
 
-// dockerJob wraps task and group bodies into a one-group docker job.
-func dockerJob(jobBody, groupBody, taskBody string) string {
-	return fmt.Sprintf(`job "template" {
-  %s
-  group "runner" {
-    %s
-    task "runner" {
-      driver = "docker"
-      config {
-        image   = "ignored"
-        command = "sleep"
-        args    = ["infinity"]
-        %s
-      }
-    }
-  }
-}`, jobBody, groupBody, taskBody)
-}
+var (
+	dockerJob  = nomaddev.DockerTemplateHCL
+	sidecarJob = func(sidecars string) string { return nomaddev.SidecarTemplateHCL("", "", "", sidecars) }
+)
 
 // taskJob is a one-group job with the runner task body given whole.
 func taskJob(groupBody, taskBody string) string {
@@ -233,22 +217,14 @@ resources {
 		Entry("an image outside the policy's registries", policyCase{hcl: dockerJob("", "", ""),
 			policy:  func(p *nomadbridge.JobPolicy) { p.Images = []string{"registry.example.com/courses/"} },
 			refused: []string{`config.image: image "python:3.13" is not allowed (policy images)`}}),
-		Entry("a sidecar image outside the policy's registries", policyCase{hcl: `job "template" {
-  group "runner" {
-    task "runner" {
-      driver = "docker"
-      config { image = "x" }
-    }
-    task "side" {
+		Entry("a sidecar image outside the policy's registries", policyCase{hcl: sidecarJob(`    task "side" {
       driver = "docker"
       config { image = "evil.example.com/miner" }
       resources {
         cpu    = 10
         memory = 10
       }
-    }
-  }
-}`, spec: func(s *nomadbridge.EnvironmentSpec) { s.Image = "registry.example.com/courses/python:3.13" },
+    }`), spec: func(s *nomadbridge.EnvironmentSpec) { s.Image = "registry.example.com/courses/python:3.13" },
 			policy:  func(p *nomadbridge.JobPolicy) { p.Images = []string{"registry.example.com/courses/"} },
 			refused: []string{`task "side" config.image: image "evil.example.com/miner"`}}),
 		Entry("seccomp off", policyCase{hcl: dockerJob("", "", `security_opt = ["seccomp=unconfined"]`), refused: []string{"config.security_opt"}}),
@@ -269,13 +245,7 @@ volume_mount {
 }`, `driver = "docker"
 config { image = "x" }`), refused: []string{"a CSI volume"}}),
 		Entry("a raw_exec sidecar as root on the node", policyCase{
-			hcl: `job "template" {
-  group "runner" {
-    task "runner" {
-      driver = "docker"
-      config { image = "x" }
-    }
-    task "miner" {
+			hcl: sidecarJob(`    task "miner" {
       driver = "raw_exec"
       user   = "root"
       config { command = "/bin/sh" }
@@ -283,46 +253,28 @@ config { image = "x" }`), refused: []string{"a CSI volume"}}),
         cpu    = 100
         memory = 100
       }
-    }
-  }
-}`,
+    }`),
 			refused: []string{`task "miner" driver: driver "raw_exec" is not allowed`, `task "miner" driver: the operator cannot take the network`},
 		}),
 		Entry("sidecars escaping the environment's limits", policyCase{
-			hcl: `job "template" {
-  group "runner" {
-    task "runner" {
-      driver = "docker"
-      config { image = "x" }
-    }
-    task "hog" {
+			hcl: sidecarJob(`    task "hog" {
       driver = "docker"
       config { image = "x" }
       resources {
         cpu    = 64000
         memory = 256000
       }
-    }
-  }
-}`,
+    }`),
 			invalid: "the sidecars of group",
 		}),
-		Entry("whole cores", policyCase{hcl: `job "template" {
-  group "runner" {
-    task "runner" {
-      driver = "docker"
-      config { image = "x" }
-    }
-    task "side" {
+		Entry("whole cores", policyCase{hcl: sidecarJob(`    task "side" {
       driver = "docker"
       config { image = "x" }
       resources {
         cores  = 2
         memory = 10
       }
-    }
-  }
-}`, refused: []string{`task "side" resources.cores`}}),
+    }`), refused: []string{`task "side" resources.cores`}}),
 
 		// Secrets and identities of the cluster.
 		Entry("a template block", policyCase{hcl: taskJob("", `driver = "docker"

@@ -1,6 +1,8 @@
 package nomaddev
 
 import (
+	"fmt"
+
 	nomad "github.com/hashicorp/nomad/api"
 )
 
@@ -19,6 +21,34 @@ job "template" {
     }
   }
 }`
+
+// DockerTemplateHCL is a one-group runner template of one docker task
+// sleeping, with extra lines at job, group and task config level: the shape of
+// most templates an environment policy has to judge.
+func DockerTemplateHCL(jobBody, groupBody, taskConfig string) string {
+	return SidecarTemplateHCL(jobBody, groupBody, taskConfig, "")
+}
+
+// SidecarTemplateHCL is DockerTemplateHCL with more task blocks (sidecars)
+// given whole beside the runner task.
+func SidecarTemplateHCL(jobBody, groupBody, taskConfig, sidecars string) string {
+	return fmt.Sprintf(`job "template" {
+  %s
+  group "runner" {
+    %s
+    task "runner" {
+      driver = "docker"
+      config {
+        image   = "ignored"
+        command = "sleep"
+        args    = ["infinity"]
+        %s
+      }
+    }
+    %s
+  }
+}`, jobBody, groupBody, taskConfig, sidecars)
+}
 
 // SleepJob is a ready-to-register raw_exec job of one sleeping task (cpu 50,
 // memory 32), with no restarts and no rescheduling, carrying meta.
